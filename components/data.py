@@ -1,0 +1,234 @@
+"""Loading the user's data (or the demo) into train / validation / test splits.
+
+Loading only checks what it must to build the splits: the file is readable and the columns the
+config names exist. Everything about the *content* (nulls, label set, duplicates, leakage, ...)
+is the job of ``components.validation``, which sees the raw values kept here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.config import DataConfig
+from components.demo_data import write_demo_dataset
+from components.errors import ConfigError, DataError
+
+TEXT = "text"
+LABEL = "label"
+SPLITS = ("train", "validation", "test")
+
+_SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass
+class DatasetSplits:
+    """Train / validation / test frames with canonical ``text`` and ``label`` columns plus the group
+    columns. Values are as read (labels may still be NaN or floats) until validation has passed."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    group_columns: list[str]
+    source: str
+    fingerprint: str
+    declared_labels: list[str] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def split(self, name: str) -> pd.DataFrame:
+        return getattr(self, name)
+
+    def items(self) -> list[tuple[str, pd.DataFrame]]:
+        return [(name, self.split(name)) for name in SPLITS]
+
+    @property
+    def labels(self) -> list[str]:
+        """The label set: declared in the config, else the sorted labels seen in train."""
+        if self.declared_labels:
+            return list(self.declared_labels)
+        return sorted({str(value) for value in self.train[LABEL].dropna().unique()})
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(frame) for name, frame in self.items()}
+
+
+def load_data(config: DataConfig, demo_directory: Path) -> DatasetSplits:
+    """Read the configured data (or write and read the demo) and split it.
+
+    Raises ConfigError when a named column is missing, DataError when a file cannot be read.
+    """
+    if config.path is None:
+        path = write_demo_dataset(demo_directory, rows=config.demo_rows)
+    else:
+        path = Path(config.path).expanduser()
+    frame = read_table(path, config.format)
+    frame = _canonical_columns(frame, config, path)
+    if config.test_path:
+        test_path = Path(config.test_path).expanduser()
+        test = _canonical_columns(read_table(test_path, config.format), config, test_path)
+        if config.max_rows:
+            frame = _subsample(frame, config.max_rows, config.split_seed)
+        train, validation = _split(frame, config.validation_fraction, config.split_seed)
+        source = f"{path} + {test_path}"
+    else:
+        if config.max_rows:
+            frame = _subsample(frame, config.max_rows, config.split_seed)
+        rest, test = _split(frame, config.test_fraction, config.split_seed)
+        train, validation = _split(rest, config.validation_fraction / (1 - config.test_fraction), config.split_seed)
+        source = str(path)
+    frames = {"train": train, "validation": validation, "test": test}
+    frames = {name: part.reset_index(drop=True) for name, part in frames.items()}
+    return DatasetSplits(
+        **frames,
+        group_columns=config.groups,
+        source=source,
+        fingerprint=fingerprint_frames(frames),
+        declared_labels=config.labels,
+    )
+
+
+def read_table(path: Path, file_format: str = "auto") -> pd.DataFrame:
+    """Read one data file (CSV, TSV, JSONL, Parquet) or a saved Hugging Face dataset directory."""
+    if not path.exists():
+        raise DataError(f"data: {path} does not exist")
+    kind = _detect_format(path, file_format)
+    try:
+        if kind == "hf":
+            return _read_hf_dataset(path)
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False)
+        else:
+            # utf-8-sig drops a byte-order mark; invalid bytes fail loudly below instead of
+            # turning silently into replacement characters.
+            frame = pd.read_csv(
+                path, sep="\t" if kind == "tsv" else ",", encoding="utf-8-sig", dtype=str,
+                keep_default_na=False, na_values=[""],
+            )
+    except UnicodeDecodeError as error:
+        raise DataError(f"data: {path} is not valid UTF-8 (byte {error.start}: {error.reason})") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data: {path} is empty") from None
+    except (pd.errors.ParserError, ValueError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"data: cannot read {path} as {kind}: {first}") from None
+    except Exception as error:  # pyarrow raises its own error types for corrupt Parquet files
+        raise DataError(f"data: cannot read {path} as {kind}: {type(error).__name__}: {error}") from None
+    if frame.empty:
+        raise DataError(f"data: {path} has a header but no rows")
+    frame.columns = [str(column).strip() for column in frame.columns]
+    return frame
+
+
+def fingerprint_frames(frames: dict[str, pd.DataFrame]) -> str:
+    """A content hash of the splits: the same rows in the same splits give the same fingerprint."""
+    digest = hashlib.sha256()
+    for name in sorted(frames):
+        digest.update(name.encode())
+        hashed = pd.util.hash_pandas_object(frames[name].astype(str), index=False).to_numpy()
+        digest.update(hashed.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _detect_format(path: Path, file_format: str) -> str:
+    if file_format != "auto":
+        if file_format == "hf" and not path.is_dir():
+            raise DataError(f"data: {path} is not a directory, so not a saved Hugging Face dataset")
+        return file_format
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return "hf"
+        raise DataError(f"data: {path} is a directory but not a saved Hugging Face dataset (no dataset_info.json)")
+    kind = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"data: cannot tell the format of {path.name}; use .csv, .tsv, .jsonl or .parquet, or set data.format"
+        )
+    return kind
+
+
+def _read_hf_dataset(path: Path) -> pd.DataFrame:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as error:  # datasets raises FileNotFoundError / ValueError / its own types
+        raise DataError(f"data: cannot load the Hugging Face dataset at {path}: {error}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        split = "train" if "train" in loaded else next(iter(loaded))
+        loaded = loaded[split]
+    return loaded.to_pandas()
+
+
+def _canonical_columns(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame:
+    columns = list(frame.columns)
+    wanted = {"data.text_column": config.text_column, "data.label_column": config.label_column}
+    wanted.update({f"data.group_columns[{i}]": name for i, name in enumerate(config.groups)})
+    for key, name in wanted.items():
+        if name not in columns:
+            shown = ", ".join(columns[:20]) + (" ..." if len(columns) > 20 else "")
+            hint = " (is the delimiter right?)" if len(columns) == 1 else ""
+            raise ConfigError(f"config: {key} '{name}' not found in {path.name}; columns are: {shown}{hint}")
+    if config.text_column == config.label_column:
+        raise ConfigError("config: data.text_column and data.label_column name the same column")
+    kept = frame[[config.text_column, config.label_column, *config.groups]].copy()
+    kept.columns = [TEXT, LABEL, *config.groups]
+    return kept
+
+
+def _subsample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    if len(frame) <= rows:
+        return frame
+    part, _ = _split(frame, 1 - rows / len(frame), seed)
+    return part
+
+
+def _split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off ``fraction`` of the rows, stratified by label where every class allows it.
+
+    Classes too small to stratify fall back to a seeded random split; validation then reports
+    them (minimum examples per class) rather than the split crashing.
+    """
+    rng = np.random.default_rng(seed)
+    labels = frame[LABEL].astype(str)
+    counts = labels.value_counts()
+    held_out: list[np.ndarray] = []
+    if len(counts) > 1 and counts.min() >= 2:
+        for value in counts.index:
+            positions = np.flatnonzero((labels == value).to_numpy())
+            rng.shuffle(positions)
+            take = max(1, int(round(len(positions) * fraction)))
+            held_out.append(positions[:take])
+        chosen = np.sort(np.concatenate(held_out))
+    else:
+        positions = rng.permutation(len(frame))
+        chosen = np.sort(positions[: max(1, int(round(len(frame) * fraction)))])
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[chosen] = True
+    return frame[~mask], frame[mask]
+
+
+def describe_splits(splits: DatasetSplits) -> str:
+    """One line for logs: sizes and label counts of each split."""
+    parts = {name: frame[LABEL].astype(str).value_counts().to_dict() for name, frame in splits.items()}
+    return json.dumps({"sizes": splits.sizes(), "labels": parts})
+
+
+def as_validated(splits: DatasetSplits) -> DatasetSplits:
+    """The splits with ``text`` and ``label`` as strings: call once validation has passed."""
+    frames = {}
+    for name, frame in splits.items():
+        frame = frame.copy()
+        frame[TEXT] = frame[TEXT].astype(str)
+        frame[LABEL] = frame[LABEL].astype(str)
+        frames[name] = frame
+    return DatasetSplits(
+        **frames, group_columns=splits.group_columns, source=splits.source,
+        fingerprint=splits.fingerprint, declared_labels=splits.declared_labels, extra=dict(splits.extra),
+    )

@@ -1,0 +1,46 @@
+"""Where tuneops keeps its state: everything lives under ``$TUNEOPS_HOME`` (default ``./.tuneops``).
+
+Nothing here runs at import time; callers ask for paths when they need them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def tuneops_home() -> Path:
+    """The state directory, absolute. Created on first use by whoever writes into it."""
+    return Path(os.environ.get("TUNEOPS_HOME", ".tuneops")).expanduser().resolve()
+
+
+def runs_dir() -> Path:
+    return tuneops_home() / "runs"
+
+
+def run_dir(run_id: str) -> Path:
+    return runs_dir() / run_id
+
+
+def demo_dir() -> Path:
+    return tuneops_home() / "demo"
+
+
+def prediction_log_dir() -> Path:
+    return tuneops_home() / "predictions"
+
+
+def configure_environment() -> None:
+    """Point BentoML's model store and Prefect's local database into ``$TUNEOPS_HOME``.
+
+    Both libraries read these variables when first imported, so the CLI calls this before
+    importing them. A user's own ``BENTOML_HOME`` / ``PREFECT_HOME`` wins.
+    """
+    home = tuneops_home()
+    os.environ.setdefault("BENTOML_HOME", str(home / "bentoml"))
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # Telemetry would try the network; tuneops runs offline by default.
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

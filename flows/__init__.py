@@ -1,0 +1,1 @@
+"""Prefect flows and the tuneops CLI: they only wire the components."""

@@ -1,0 +1,148 @@
+"""The ``tuneops`` command line.
+
+Exit codes: 0 the command did its job (a run that the gate rejected included), 1 data validation
+blocked or a stage failed, 2 a bad config or bad usage. Errors are one line unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from components.errors import TuneopsError
+from components.home import configure_environment
+
+app = typer.Typer(
+    name="tuneops",
+    help="Fine-tune pretrained models into served, monitored, regularly retrained models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config; unset = the embedded demo defaults.")
+SetOption = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable).")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")) -> None:
+    _state["debug"] = debug
+
+
+def guarded(command: Callable[[], int | None]) -> None:
+    """Run a command body; turn known errors into one line on stderr and the matching exit code."""
+    try:
+        code = command() or 0
+    except TuneopsError as error:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {error}", err=True)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        code = 130
+    except Exception as error:  # a stage failing unexpectedly: still one line, the detail under --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        typer.echo(f"error: {type(error).__name__}: {first} (run with --debug for the traceback)", err=True)
+        code = 1
+    raise typer.Exit(code)
+
+
+def _configure_logging() -> None:
+    configure_environment()
+    level = "DEBUG" if _state["debug"] else "INFO"
+    if sys.stderr.isatty() and not _state["debug"]:
+        # At a terminal the rich display shows progress; Prefect's own lines would tear it.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "matplotlib", "PIL", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not _state["debug"]:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+
+@app.command()
+def run(
+    config: Optional[Path] = ConfigOption,
+    overrides: Optional[list[str]] = SetOption,
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID", help="Resume an interrupted run."),
+) -> None:
+    """Run the whole training pipeline as one Prefect flow and print where its record is."""
+
+    def body() -> int:
+        from components.config import load_config
+
+        load_config(config, overrides)  # bad config: exit 2 before any server starts
+        _configure_logging()
+        from flows import progress
+        from flows.training_flow import train_pipeline
+
+        reporter = progress.for_terminal()
+        progress.use(reporter)
+        try:
+            summary = train_pipeline(
+                config_path=str(config) if config else None, overrides=list(overrides or []),
+                run_id=resume, resume=resume is not None,
+            )
+        finally:
+            reporter.close()
+        _print_summary(summary)
+        return 0
+
+    guarded(body)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+
+    from components.home import run_dir
+
+    console = Console()
+    metrics = summary.get("metrics") or {}
+    shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("accuracy", "macro_f1") if k in metrics)
+    console.print(f"run {summary['run_id']}: [bold]{summary['status']}[/bold] ({shown})")
+    for reason in (summary.get("gate") or {}).get("reasons", []):
+        console.print(f"  - {reason}")
+    if summary.get("model_tag"):
+        console.print(f"model: {summary['model_tag']}")
+    console.print(f"report: {run_dir(summary['run_id']) / 'index.html'}")
+
+
+@app.command()
+def validate(config: Optional[Path] = ConfigOption, overrides: Optional[list[str]] = SetOption) -> None:
+    """Validate the configured data with Great Expectations and print the summary."""
+
+    def body() -> int:
+        from components.config import load_config
+
+        loaded = load_config(config, overrides)
+        _configure_logging()
+        from components.run_record import new_run_id
+        from components.home import tuneops_home
+        from flows.validate_command import run_validate
+
+        return run_validate(loaded, tuneops_home() / "validations" / new_run_id())
+
+    guarded(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates .venv/ in the repository root and installs the locked dependencies plus tuneops (editable).
+# Idempotent: a second run with an unchanged lock file only checks and returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python_bin="${PYTHON:-python3.11}"
+if ! command -v "$python_bin" >/dev/null 2>&1; then
+  echo "setup: $python_bin not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+[ -x .venv/bin/python ] || "$python_bin" -m venv .venv
+stamp=.venv/.tuneops-installed
+wanted="$(cat requirements.lock pyproject.toml | sha256sum)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  # torch is pinned without a local label: on a machine whose pip index carries the CPU build
+  # that one is taken, elsewhere pip takes the CUDA build of the same version.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  echo "$wanted" > "$stamp"
+fi
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,100 @@
+"""The whole training flow, on Prefect's ephemeral server, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL_RUN = [
+    "--set", "data.max_rows=400",
+    "--set", "training.max_steps=30",
+    "--set", "training.batch_size=16",
+    "--set", "training.eval_every_steps=15",
+    "--set", "selection.candidates=[packaged:all-MiniLM-L6-v2]",
+    "--set", "selection.probe_rows=200",
+    "--set", "evaluation.bootstrap_samples=50",
+]
+
+
+def tuneops(*args: str, home: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TUNEOPS_HOME": str(home)}
+    for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL"):
+        env.pop(inherited, None)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    result = tuneops("run", *SMALL_RUN, home=home)
+    return home, result
+
+
+def test_run_promotes_a_model_and_writes_the_record(first_run):
+    home, result = first_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((home / "runs").iterdir())
+    assert len(runs) == 1
+    record = runs[0]
+    summary = json.loads((record / "summary.json").read_text())
+    assert summary["status"] == "promoted", summary.get("gate")
+    assert set(summary["stages"]) >= {"load_data", "validate", "select_model", "finetune", "evaluate", "gate", "package"}
+    assert all(stage["status"] == "completed" for stage in summary["stages"].values())
+    assert all(stage["seconds"] >= 0 for stage in summary["stages"].values())
+    # Training really learned: the loss fell, and the model beats the majority class by far.
+    training = summary["stages"]["finetune"]
+    assert training["last_loss"] < training["first_loss"]
+    assert summary["metrics"]["macro_f1"] > 0.5
+    assert 0 <= summary["metrics"]["accuracy"] <= 1
+    assert summary["base_checkpoint"].startswith("packaged:all-MiniLM-L6-v2")
+    assert summary["gate"]["promote"] is True and summary["gate"]["reasons"]
+
+    lineage = json.loads((record / "lineage.json").read_text())
+    for key in ("data_fingerprint", "config_hash", "code_version", "base_checkpoint", "packages"):
+        assert lineage[key], key
+    assert lineage["packages"]["torch"].startswith("2.13")
+
+    index = (record / "index.html").read_text()
+    for report in summary["reports"]:
+        assert (record / report["path"]).exists(), report
+        assert report["path"] in index
+    assert summary["model_tag"] in result.stdout
+
+
+def test_run_saves_the_model_in_the_bentoml_store_as_champion(first_run):
+    home, result = first_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(next((home / "runs").iterdir()).joinpath("summary.json").read_text())
+    name, _, version = summary["model_tag"].partition(":")
+    model_dir = home / "bentoml" / "models" / name / version
+    assert (model_dir / "model.yaml").exists()
+    listing = tuneops("models", home=home, timeout=300)
+    assert listing.returncode == 0, listing.stderr
+    assert summary["model_tag"] in listing.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--set", "training.epochs=-1"], 2, "training.epochs"),
+        (["--set", "training.epoch=3"], 2, "unknown key training.epoch (did you mean epochs?)"),
+        (["--set", "data.text_column=body"], 2, "data.text_column 'body' not found"),
+        (["--set", "data.path=/nonexistent/reviews.csv"], 1, "does not exist"),
+        (["--config", "/nonexistent/config.yaml"], 2, "config: file not found"),
+    ],
+)
+def test_bad_config_and_missing_data_fail_with_one_clear_line(tmp_path, args, code, message):
+    result = tuneops("run", *args, home=tmp_path)
+    assert result.returncode == code, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    models = tmp_path / "bentoml" / "models"
+    assert not models.exists() or not any(models.rglob("model.yaml"))
