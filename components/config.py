@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.errors import ConfigError
 
@@ -57,18 +57,65 @@ Severity = Literal["block", "warn", "off"]
 
 
 class ValidationConfig(Section):
+    """Data validation (Great Expectations) run before any model work; see docs/validation.md.
+
+    Every check has a severity: ``block`` stops the run, ``warn`` is reported and kept in the
+    run record, ``off`` skips it. ``severity`` starts from the defaults below; a config only
+    names the checks it changes.
+    """
+
     on_failure: Literal["block", "warn"] = Field(
-        "block", description="block: a failed blocking expectation stops the run (exit 1)"
+        "block", description="block: a failed blocking expectation stops the run (exit 1); warn: report only"
     )
-    severity: dict[str, Severity] = Field(default_factory=dict, description="per-expectation override")
-    min_examples_per_class: int = Field(20, ge=1)
+    severity: dict[str, Severity] = Field(
+        # Defaults: block what would make training or evaluation wrong or meaningless; warn
+        # about what a model survives (imbalance has class_weights, groups only feed slices).
+        default_factory=lambda: {
+            "split_not_empty": "block",
+            "columns_present": "block",
+            "text_is_string": "block",
+            "text_not_null": "block",
+            "text_not_blank": "block",
+            "text_length": "block",
+            "text_html_entities": "warn",
+            "text_mojibake": "block",
+            "text_control_characters": "block",
+            "label_not_null": "block",
+            "label_not_float": "block",
+            "label_single_type": "block",
+            "label_in_set": "block",
+            "class_count": "block",
+            "min_examples_per_class": "block",
+            "class_imbalance": "warn",
+            "label_set_unchanged": "block",
+            "duplicates": "block",
+            "leakage": "block",
+            "group_not_mostly_null": "warn",
+        },
+        description="per-check severity (block / warn / off); unnamed checks keep their default",
+    )
+    min_examples_per_class: int = Field(20, ge=1, description="in train")
+    max_classes: int = Field(1000, ge=2, description="more distinct labels than this is not a classification target")
     min_text_chars: int = Field(1, ge=0)
-    max_text_chars: int = Field(10_000, ge=1)
-    max_duplicate_rate: float = Field(0.05, ge=0.0, le=1.0)
-    max_leakage_rate: float = Field(0.0, ge=0.0, le=1.0)
-    max_class_imbalance: float = Field(20.0, ge=1.0, description="largest / smallest class count")
+    max_text_chars: int = Field(10_000, ge=1, description="longer cells usually mean a broken quote in the file")
+    max_duplicate_rate: float = Field(0.05, ge=0.0, le=1.0, description="repeated texts within one split")
+    # Real corpora repeat short texts ("Great product!"), so a few shared rows are normal; more
+    # than 2% of a held-out split shared with train inflates its metrics noticeably.
+    max_leakage_rate: float = Field(0.02, ge=0.0, le=1.0, description="validation/test rows whose text is in train")
+    max_class_imbalance: float = Field(20.0, ge=1.0, description="largest / smallest class count in train")
     max_group_null_rate: float = Field(0.2, ge=0.0, le=1.0)
-    max_encoding_issue_rate: float = Field(0.01, ge=0.0, le=1.0)
+    max_encoding_issue_rate: float = Field(0.01, ge=0.0, le=1.0, description="per encoding check and split")
+
+    @field_validator("severity", mode="after")
+    @classmethod
+    def _known_checks(cls, value: dict[str, str]) -> dict[str, str]:
+        defaults = cls.model_fields["severity"].default_factory()  # type: ignore[misc]
+        unknown = [name for name in value if name not in defaults]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f" (checks are: {', '.join(defaults)})"
+            raise ValueError(f"unknown check {unknown[0]!r}{hint}")
+        return {**defaults, **value}
 
 
 class SelectionConfig(Section):
@@ -85,34 +132,52 @@ class SelectionConfig(Section):
     probe_finetune_steps: int = Field(0, ge=0, description="optional short fine-tune per candidate")
     allow_pickle: bool = False
     objective: Literal["macro_f1", "accuracy"] = "macro_f1"
+    tie_tolerance: float = Field(
+        0.01, ge=0, le=1, description="scores this close to the best count as a tie; the smaller model wins"
+    )
 
 
 class TrainingConfig(Section):
+    """Fine-tuning settings (components.training). See docs/training.md for what each one does."""
+
     epochs: float = Field(3.0, gt=0, le=100)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    batch_size: int = Field(32, ge=1, le=4096)
-    grad_accum_steps: int = Field(1, ge=1, le=1024)
+    batch_size: int = Field(
+        32, ge=1, le=4096,
+        description="examples per optimizer step, in total over all processes and accumulation micro-batches",
+    )
+    grad_accum_steps: int = Field(
+        1, ge=1, le=1024, description="split each step's batch into this many micro-batches (less memory)"
+    )
     learning_rate: float = Field(1e-4, gt=0, le=1)
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm; unset = no clipping")
     max_length: int = Field(128, ge=8, le=8192)
     seed: int = Field(42, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
+    dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout of the model; unset = keep")
     freeze_embeddings: bool = False
     freeze_layers: int = Field(0, ge=0)
-    adapter: Literal["none", "lora"] = "none"
+    adapter: Literal["none", "lora", "ia3"] = "none"
+    adapter_target_modules: list[str] | None = Field(None, description="unset = peft's defaults for the model")
     lora_r: int = Field(8, ge=1, le=512)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     class_weights: Literal["none", "balanced"] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     eval_every_steps: int | None = Field(None, ge=1, description="unset = once per epoch")
-    early_stopping_patience: int | None = Field(2, ge=1)
+    early_stopping_metric: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
+    early_stopping_patience: int | None = Field(2, ge=1, description="evaluations without improvement; unset = never stop")
+    early_stopping_min_delta: float = Field(0.0, ge=0)
     checkpoint_every_steps: int = Field(50, ge=1)
-    num_workers: int = Field(0, ge=0, le=64)
+    num_workers: int | None = Field(None, ge=0, le=64, description="data loader workers; unset = 0 on CPU, 2 per GPU")
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads per process; unset = cores / processes")
+    processes: int = Field(1, ge=1, le=64, description="data-parallel processes on this machine (torchrun)")
+    peak_tflops: float | None = Field(None, gt=0, description="GPU peak for MFU when the GPU is not in the table")
 
 
 class BehaviouralCase(Section):
@@ -122,14 +187,31 @@ class BehaviouralCase(Section):
     expected: str | None = Field(None, description="minimum: the label each text must get")
     perturbation: str | None = Field(None, description="invariance/directional: what is applied")
     direction: str | None = Field(None, description="directional: the label whose score must not fall")
+    min_pass_rate: float | None = Field(None, ge=0, le=1, description="unset = gate.min_behavioural_pass_rate")
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> "BehaviouralCase":
+        needed = {"minimum": ["expected"], "directional": ["perturbation", "direction"], "invariance": ["perturbation"]}
+        missing = [name for name in needed[self.kind] if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"behavioural case {self.name!r} ({self.kind}) needs {' and '.join(missing)}")
+        return self
 
 
 class EvaluationConfig(Section):
     bootstrap_samples: int = Field(200, ge=0, le=10_000)
     min_slice_support: int = Field(30, ge=1)
     length_buckets: list[int] = Field(default_factory=lambda: [40, 80, 160])
-    drift_sample_rows: int = Field(1000, ge=50)
+    # 500 training rows are enough for the drift tests and keep evaluate() near a minute on CPU.
+    drift_sample_rows: int = Field(500, ge=50)
     behavioural: list[BehaviouralCase] | None = Field(None, description="unset = built-in cases for the demo")
+    builtin_invariance: bool = Field(True, description="typo / casing / name-swap checks on test texts")
+    behavioural_sample_rows: int = Field(80, ge=5, description="test texts perturbed per built-in check")
+    min_fairness_class_support: int = Field(
+        10, ge=1, description="a group joins a class's fairness gap only with this many true examples of it"
+    )
+    calibration_bins: int = Field(15, ge=2, le=100)
+    seed: int = Field(0, ge=0)
 
 
 class GateConfig(Section):
@@ -139,26 +221,49 @@ class GateConfig(Section):
     max_fairness_gap: float = Field(0.25, ge=0, le=1)
     min_behavioural_pass_rate: float = Field(0.8, ge=0, le=1)
     require_beat_baseline: bool = True
+    fairness_metrics: list[Literal["equalized_odds_difference", "demographic_parity_difference"]] = Field(
+        default_factory=lambda: ["equalized_odds_difference", "demographic_parity_difference"],
+        description="gaps held to max_fairness_gap (one-vs-rest per class, max over classes)",
+    )
 
 
 class ServingConfig(Section):
+    """The BentoML service (serving/service.py, docs/serving.md). ``tuneops serve`` hands this
+    section to the served process as JSON in ``TUNEOPS_SERVING_CONFIG``."""
+
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
-    max_batch_size: int = Field(32, ge=1, le=1024)
-    max_latency_ms: int = Field(50, ge=1, le=60_000)
-    max_items: int = Field(64, ge=1)
-    max_text_chars: int = Field(2000, ge=1)
-    log_text: Literal["text", "hash"] = "text"
-    auth_token_env: str = "TUNEOPS_API_TOKEN"
+    adaptive_batching: bool = Field(True, description="off: each request is one forward pass (for comparison)")
+    # 32 texts of review length are one CPU forward pass of ~0.1 s for MiniLM; larger batches
+    # add latency and barely add throughput on CPU (benchmarks/bench_serving.py).
+    max_batch_size: int = Field(32, ge=2, le=1024, description="texts per forward pass")
+    # BentoML's batcher does not wait this long to fill a batch (its window adapts to measured
+    # batch times); it is the deadline past which a queued request is shed with 503. Shedding at
+    # tens of ms would turn any burst on a CPU into errors, so the default allows a deep queue.
+    max_latency_ms: int = Field(5000, ge=10, le=600_000, description="queue deadline before a 503")
+    max_items: int = Field(64, ge=1, le=10_000, description="texts per request; more is a 400")
+    max_text_chars: int = Field(2000, ge=1, le=1_000_000, description="characters per text; longer is a 400")
+    log_text: Literal["text", "hash"] = Field("text", description="hash: the prediction log keeps sha256, not text")
+    auth_token_env: str = Field(
+        "TUNEOPS_API_TOKEN", min_length=1, description="env var with the bearer token; unset/empty = no auth"
+    )
+    workers: int = Field(1, ge=1, le=64, description="server processes; torch already uses every core in one")
+    request_timeout_s: int = Field(60, ge=1, le=3600)
+    reload_check_s: float = Field(1.0, gt=0, le=3600, description="how often the champion pointer is checked")
 
 
 class MonitoringConfig(Section):
+    """The monitoring loop and scheduled retraining (docs/monitoring.md)."""
+
     drift_threshold: float = Field(0.5, gt=0, le=1, description="drifted share of monitored columns")
-    min_metric: float = Field(0.6, ge=0, le=1)
-    min_rows: int = Field(50, ge=1)
-    feedback_path: str | None = None
-    monitor_cron: str = "0 * * * *"
-    retrain_cron: str = "0 3 * * 1"
+    min_metric: float = Field(0.6, ge=0, le=1, description="gate.metric on labelled feedback below this: retrain")
+    min_rows: int = Field(50, ge=1, description="fewer predictions since the last run: wait for more")
+    # Drift tests and embeddings of a few thousand rows are stable and take seconds on a CPU.
+    max_rows: int = Field(5000, ge=50, description="newest predictions compared per run")
+    feedback_path: str | None = Field(None, description="labelled rows (text, label) used to score and retrain")
+    min_feedback_rows: int = Field(30, ge=1, description="fewer labelled feedback rows: not scored")
+    monitor_cron: str = Field("0 * * * *", min_length=9, description="monitor deployment schedule (UTC)")
+    retrain_cron: str = Field("0 3 * * 1", min_length=9, description="retrain deployment schedule (UTC)")
 
 
 class PipelineConfig(Section):

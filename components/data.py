@@ -7,8 +7,10 @@ is the job of ``components.validation``, which sees the raw values kept here.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,37 +95,134 @@ def load_data(config: DataConfig, demo_directory: Path) -> DatasetSplits:
 
 
 def read_table(path: Path, file_format: str = "auto") -> pd.DataFrame:
-    """Read one data file (CSV, TSV, JSONL, Parquet) or a saved Hugging Face dataset directory."""
+    """Read one data file (CSV, TSV, JSONL, Parquet) or a saved Hugging Face dataset directory.
+
+    Raises DataError with one line (and, where it can tell, the line of the file and a hint)
+    for anything unreadable: empty, not UTF-8, NUL bytes, ragged rows, bad JSON, bad Parquet.
+    """
     if not path.exists():
         raise DataError(f"data: {path} does not exist")
     kind = _detect_format(path, file_format)
+    if kind != "hf" and path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"data: {path} is empty")
+    if kind in ("csv", "tsv"):
+        _check_text_file(path)
     try:
         if kind == "hf":
             return _read_hf_dataset(path)
         if kind == "parquet":
             frame = pd.read_parquet(path)
         elif kind == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
+            if isinstance(frame.columns, pd.RangeIndex) and not frame.empty:
+                raise DataError(f"data: {path}: each line must be a JSON object with named fields, e.g. "
+                                '{"text": "...", "label": "..."}')
         else:
             # utf-8-sig drops a byte-order mark; invalid bytes fail loudly below instead of
-            # turning silently into replacement characters.
-            frame = pd.read_csv(
-                path, sep="\t" if kind == "tsv" else ",", encoding="utf-8-sig", dtype=str,
-                keep_default_na=False, na_values=[""],
-            )
+            # turning silently into replacement characters. index_col=False stops pandas from
+            # quietly turning extra leading fields of a ragged row into an index, and the
+            # warning it gives instead is made an error: it means data would be dropped.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(
+                    path, sep="\t" if kind == "tsv" else ",", encoding="utf-8-sig", dtype=str,
+                    keep_default_na=False, na_values=[""], index_col=False,
+                )
     except UnicodeDecodeError as error:
-        raise DataError(f"data: {path} is not valid UTF-8 (byte {error.start}: {error.reason})") from None
+        raise DataError(f"data: {path} is not valid UTF-8{_utf8_problem(path, error)}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"data: {path} is empty") from None
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"data: cannot read {path} as {kind}: a row has more fields than the header{_delimiter_hint(path, kind)}"
+        ) from None
     except (pd.errors.ParserError, ValueError, OSError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if kind == "jsonl":
+            first = _first_bad_json_line(path) or first
+        elif kind in ("csv", "tsv"):
+            first += _delimiter_hint(path, kind)
         raise DataError(f"data: cannot read {path} as {kind}: {first}") from None
+    except DataError:
+        raise
     except Exception as error:  # pyarrow raises its own error types for corrupt Parquet files
         raise DataError(f"data: cannot read {path} as {kind}: {type(error).__name__}: {error}") from None
     if frame.empty:
-        raise DataError(f"data: {path} has a header but no rows")
+        raise DataError(f"data: {path} has column names but no rows")
     frame.columns = [str(column).strip() for column in frame.columns]
     return frame
+
+
+_SCAN_CHUNK = 1 << 24  # 16 MiB: the checks below stream the file rather than load it twice
+
+
+def _check_text_file(path: Path) -> None:
+    """Fail early on delimited files that are not text: pandas' C parser would cut a cell at a
+    NUL byte silently, and compressed or UTF-16 files only give a bare decode error."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        if head[:2] == b"\x1f\x8b":
+            raise DataError(f"data: {path} is gzip-compressed; decompress it first")
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise DataError(f"data: {path} is UTF-16 encoded; save it as UTF-8")
+        handle.seek(0)
+        newlines = 0
+        while chunk := handle.read(_SCAN_CHUNK):
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line = newlines + chunk.count(b"\n", 0, at) + 1
+                raise DataError(f"data: {path} contains a NUL byte on line {line}: binary data, not CSV text")
+            newlines += chunk.count(b"\n")
+
+
+def _utf8_problem(path: Path, error: UnicodeDecodeError) -> str:
+    """Where the first invalid UTF-8 byte is (pandas reports an offset inside its buffer)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    newlines = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_SCAN_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as found:
+                # The decoder may hold back up to 3 bytes of an unfinished character from the
+                # previous chunk; the reported position is within this chunk's decoded input.
+                position = max(0, found.start - (len(found.object) - len(chunk)))
+                line = newlines + chunk.count(b"\n", 0, position) + 1
+                bad = chunk[position : position + 1].hex()
+                return f": byte 0x{bad} on line {line} ({found.reason}); re-save the file as UTF-8"
+            newlines += chunk.count(b"\n")
+    return f" ({error.reason})"
+
+
+def _delimiter_hint(path: Path, kind: str) -> str:
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            header = handle.readline()
+    except OSError:
+        return ""
+    used = "\t" if kind == "tsv" else ","
+    counts = {sep: header.count(sep) for sep in (",", "\t", ";", "|")}
+    likely = max(counts, key=counts.get)
+    if counts[likely] and likely != used and counts[likely] > counts[used]:
+        shown = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'"}
+        return (f" (the header looks {shown[likely]}-separated; tuneops reads .csv as comma- and .tsv as "
+                "tab-separated: convert the file or set data.format)")
+    return " (is a quote unbalanced, or the delimiter wrong?)"
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """The first line of a JSONL file that is not a JSON object, as a message."""
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                return f"line {number} is not valid JSON ({error.msg} at column {error.colno})"
+            if not isinstance(value, dict):
+                return f"line {number} is a JSON {type(value).__name__}, not an object with named fields"
+    return None
 
 
 def fingerprint_frames(frames: dict[str, pd.DataFrame]) -> str:

@@ -139,6 +139,98 @@ def validate(config: Optional[Path] = ConfigOption, overrides: Optional[list[str
     guarded(body)
 
 
+@app.command()
+def up(
+    config: Optional[Path] = ConfigOption,
+    overrides: Optional[list[str]] = SetOption,
+    prefect_port: int = typer.Option(4200, help="Prefect server port (0 = any free port)."),
+    evidently_port: int = typer.Option(8000, help="Evidently UI port (0 = any free port)."),
+    serving_port: Optional[int] = typer.Option(None, help="Serving port; unset = serving.port of the config."),
+    serve: bool = typer.Option(True, help="Start the serving endpoint (needs a champion)."),
+) -> None:
+    """Start the local stack in the background: Prefect server + worker, serving, Evidently UI."""
+
+    def body() -> int:
+        from components.config import load_config
+
+        load_config(config, overrides)
+        _configure_logging()
+        from flows.stack import run_up
+
+        return run_up(str(config) if config else None, list(overrides or []), prefect_port, evidently_port,
+                      serving_port, serve)
+
+    guarded(body)
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `tuneops up` started."""
+
+    def body() -> int:
+        configure_environment()
+        from flows.stack import run_down
+
+        return run_down()
+
+    guarded(body)
+
+
+@app.command()
+def status() -> None:
+    """Say which parts of the local stack run, with their URLs."""
+
+    def body() -> int:
+        configure_environment()
+        from flows.stack import run_status
+
+        return run_status()
+
+    guarded(body)
+
+
+@app.command()
+def deploy(config: Optional[Path] = ConfigOption, overrides: Optional[list[str]] = SetOption) -> None:
+    """Register the retrain and monitor deployments (infra/prefect.yaml) with the Prefect server."""
+
+    def body() -> int:
+        from components.config import load_config
+
+        load_config(config, overrides)
+        _configure_logging()
+        from flows.deploy import run_deploy
+
+        return run_deploy(str(config) if config else None, list(overrides or []))
+
+    guarded(body)
+
+
+@app.command()
+def monitor(
+    config: Optional[Path] = ConfigOption,
+    overrides: Optional[list[str]] = SetOption,
+    trigger: bool = typer.Option(True, help="Start the retrain deployment when retraining is due."),
+) -> None:
+    """Check the traffic since the last check for drift now; retrain if it is due."""
+
+    def body() -> int:
+        from components.config import load_config
+
+        load_config(config, overrides)
+        _configure_logging()
+        from flows.monitor_flow import run_monitor
+
+        return run_monitor(str(config) if config else None, list(overrides or []), trigger)
+
+    guarded(body)
+
+
+# models, promote, rollback, serve, bento (issue 7): flows/model_commands.py
+from flows.model_commands import register as _register_model_commands  # noqa: E402
+
+_register_model_commands(app, guarded)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,275 @@
+"""Bias checks: per-group rates, fairness gaps (fairlearn) and Evidently classification reports per group.
+
+Fairness for a multiclass model is measured one class at a time (one-vs-rest): for class ``c``,
+"selected" means "predicted ``c``" and a "positive" is a text whose true label is ``c``. Then, across
+the values of one group column (e.g. every ``region``):
+
+  - demographic parity difference (DP) = max - min over groups of the selection rate P(pred = c);
+  - equalized odds difference (EO) = the larger of the max - min over groups of the true-positive
+    rate P(pred = c | true = c) and of the false-positive rate P(pred = c | true != c).
+
+Both come from ``fairlearn.metrics``. A column's gap is the maximum over classes. Only groups with
+at least ``min_group_support`` rows take part, and for EO a group joins a class's comparison only
+when it holds at least ``min_class_support`` positives and negatives of that class: rates over a
+handful of rows are noise, not bias. Groups left out are listed, never hidden.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MISSING_GROUP = "(missing)"
+FAIRNESS_METRICS = ("equalized_odds_difference", "demographic_parity_difference")
+# Evidently needs a few rows of a group to draw anything useful.
+_MIN_ROWS_FOR_EVIDENTLY = 5
+_TRUE, _PREDICTED = "tuneops_true", "tuneops_predicted"
+
+
+@dataclass
+class GroupRates:
+    """One group of one column: its size, accuracy and per-class rates."""
+
+    column: str
+    group: str
+    support: int
+    small: bool
+    accuracy: float
+    selection_rate: dict[str, float]
+    true_positive_rate: dict[str, float | None]  # None: no true examples of the class in the group
+
+
+@dataclass
+class FairnessGap:
+    """The largest gap of one fairness metric across the groups of one column."""
+
+    column: str
+    metric: str
+    value: float | None  # None: fewer than two groups had enough support to compare
+    label: str | None = None  # the class where the gap is largest
+    rate: str | None = None  # the rate that differs most: selection / true-positive / false-positive
+    low_group: str | None = None
+    low_value: float | None = None
+    high_group: str | None = None
+    high_value: float | None = None
+    groups_compared: list[str] = field(default_factory=list)
+    per_class: dict[str, float | None] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line naming the column, metric, class and the two groups behind the gap."""
+        if self.value is None:
+            return f"{self.column}: {self.metric} not judged (fewer than two groups with enough support)"
+        return (f"{self.column}: {self.metric} {self.value:.2f} (class {self.label}: {self.rate} "
+                f"{self.low_group} {self.low_value:.2f} vs {self.high_group} {self.high_value:.2f})")
+
+
+@dataclass
+class FairnessReport:
+    """Per-group rates and fairness gaps for every group column, plus the per-group Evidently page."""
+
+    groups: list[GroupRates]
+    gaps: list[FairnessGap]
+    excluded_groups: dict[str, list[str]]  # column -> groups too small to take part in the gaps
+    html_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def gap(self, column: str, metric: str) -> FairnessGap | None:
+        return next((g for g in self.gaps if g.column == column and g.metric == metric), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "groups": [asdict(group) for group in self.groups],
+            "gaps": [asdict(gap) for gap in self.gaps],
+            "excluded_groups": self.excluded_groups,
+            "html_path": str(self.html_path) if self.html_path else None,
+            "notes": self.notes,
+        }
+
+
+def group_values(values: pd.Series) -> np.ndarray:
+    """Group column values as strings; missing values form their own group."""
+    return np.array([MISSING_GROUP if pd.isna(value) else str(value) for value in values], dtype=object)
+
+
+def assess_fairness(
+    frame: pd.DataFrame,
+    y_true: list[str],
+    y_pred: list[str],
+    labels: list[str],
+    group_columns: list[str],
+    min_group_support: int,
+    min_class_support: int,
+) -> FairnessReport:
+    """Per-group selection rate / TPR and the DP and EO gaps of each group column (see module doc)."""
+    truth, predicted = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    groups: list[GroupRates] = []
+    gaps: list[FairnessGap] = []
+    excluded: dict[str, list[str]] = {}
+    for column in group_columns:
+        values = group_values(frame[column])
+        names, counts = np.unique(values, return_counts=True)
+        eligible = [str(n) for n, c in zip(names, counts) if c >= min_group_support]
+        excluded[column] = [str(n) for n, c in zip(names, counts) if c < min_group_support]
+        for name, count in zip(names, counts):
+            mask = values == name
+            groups.append(GroupRates(
+                column=column,
+                group=str(name),
+                support=int(count),
+                small=bool(count < min_group_support),
+                accuracy=float(np.mean(truth[mask] == predicted[mask])),
+                selection_rate={label: float(np.mean(predicted[mask] == label)) for label in labels},
+                true_positive_rate={
+                    label: (float(np.mean(predicted[mask & (truth == label)] == label))
+                            if np.any(mask & (truth == label)) else None)
+                    for label in labels
+                },
+            ))
+        gaps.append(_largest_gap(column, "demographic_parity_difference", values, truth, predicted, labels,
+                                 eligible, min_class_support))
+        gaps.append(_largest_gap(column, "equalized_odds_difference", values, truth, predicted, labels,
+                                 eligible, min_class_support))
+    return FairnessReport(groups=groups, gaps=gaps, excluded_groups=excluded)
+
+
+def _largest_gap(column, metric, values, truth, predicted, labels, eligible, min_class_support) -> FairnessGap:
+    from fairlearn.metrics import (MetricFrame, demographic_parity_difference, equalized_odds_difference,
+                                   false_positive_rate, selection_rate, true_positive_rate)
+
+    best: FairnessGap = FairnessGap(column=column, metric=metric, value=None)
+    per_class: dict[str, float | None] = {}
+    for label in labels:
+        members = [g for g in eligible if metric == "demographic_parity_difference"
+                   or _class_support_ok(values == g, truth, label, min_class_support)]
+        if len(members) < 2:
+            per_class[label] = None
+            continue
+        mask = np.isin(values, members)
+        positives, selected, sensitive = truth[mask] == label, predicted[mask] == label, values[mask]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fairlearn warns on groups without positives; excluded above
+            if metric == "demographic_parity_difference":
+                value = float(demographic_parity_difference(positives, selected, sensitive_features=sensitive))
+                rates = {"selection_rate": selection_rate}
+            else:
+                value = float(equalized_odds_difference(positives, selected, sensitive_features=sensitive))
+                rates = {"true_positive_rate": true_positive_rate, "false_positive_rate": false_positive_rate}
+            by_group = MetricFrame(metrics=rates, y_true=positives, y_pred=selected,
+                                   sensitive_features=sensitive).by_group
+        per_class[label] = value
+        if best.value is None or value > best.value:
+            spreads = {rate: by_group[rate].max() - by_group[rate].min() for rate in rates}
+            rate = max(spreads, key=spreads.get)
+            best = FairnessGap(
+                column=column, metric=metric, value=value, label=label, rate=rate,
+                low_group=str(by_group[rate].idxmin()), low_value=float(by_group[rate].min()),
+                high_group=str(by_group[rate].idxmax()), high_value=float(by_group[rate].max()),
+                groups_compared=sorted(members),
+            )
+    best.per_class = per_class
+    return best
+
+
+def _class_support_ok(mask: np.ndarray, truth: np.ndarray, label: str, minimum: int) -> bool:
+    positives = int(np.sum(mask & (truth == label)))
+    return positives >= minimum and int(np.sum(mask)) - positives >= minimum
+
+
+# --- Evidently pages --------------------------------------------------------------------------
+
+
+def classification_snapshot(y_true: list[str], y_pred: list[str], probabilities: np.ndarray, labels: list[str]):
+    """An Evidently classification report (ClassificationPreset) over the given rows.
+
+    Evidently 0.7 rejects probability columns for classes missing from the target, so those rows
+    are described by predicted labels only.
+    """
+    from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    table = pd.DataFrame(np.asarray(probabilities, dtype=float), columns=labels)
+    table[_TRUE], table[_PREDICTED] = list(y_true), list(y_pred)
+    with_probabilities = set(labels) <= set(table[_TRUE])
+    if len(labels) == 2:
+        task = BinaryClassification(target=_TRUE, prediction_labels=_PREDICTED, pos_label=labels[1],
+                                    prediction_probas=labels[1] if with_probabilities else None)
+    else:
+        task = MulticlassClassification(target=_TRUE, prediction_labels=_PREDICTED,
+                                        prediction_probas=list(labels) if with_probabilities else None)
+    definition = DataDefinition(categorical_columns=[_TRUE, _PREDICTED], numerical_columns=list(labels),
+                                classification=[task])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Report([ClassificationPreset()]).run(Dataset.from_pandas(table, data_definition=definition), None)
+
+
+def write_bias_report(
+    frame: pd.DataFrame,
+    y_true: list[str],
+    y_pred: list[str],
+    probabilities: np.ndarray,
+    labels: list[str],
+    report: FairnessReport,
+    output_path: Path,
+) -> Path:
+    """One Evidently page: the fairness gaps, the per-group rates, and a classification report per group.
+
+    Evidently failures on a degenerate group (e.g. a single class) are noted in ``report.notes`` and
+    on the page instead of stopping the evaluation: the numbers above come from fairlearn anyway.
+    """
+    from evidently.core.metric_types import render_widgets
+    from evidently.legacy.renderers.html_widgets import group_widget, table_data, text_widget
+
+    widgets = [
+        table_data(
+            title="Fairness gaps (one-vs-rest per class, max over classes)",
+            column_names=["column", "metric", "gap", "class", "rate", "lowest group", "highest group", "groups compared"],
+            data=[[g.column, g.metric, _fmt(g.value), g.label or "-", g.rate or "-",
+                   f"{g.low_group} {_fmt(g.low_value)}" if g.low_group else "-",
+                   f"{g.high_group} {_fmt(g.high_value)}" if g.high_group else "-",
+                   ", ".join(g.groups_compared) or "-"] for g in report.gaps],
+        ),
+        table_data(
+            title="Per-group rates (small groups are flagged and left out of the gaps)",
+            column_names=["column", "group", "support", "small", "accuracy",
+                          *[f"selection rate {label}" for label in labels], *[f"TPR {label}" for label in labels]],
+            data=[[g.column, g.group, g.support, "yes" if g.small else "", _fmt(g.accuracy),
+                   *[_fmt(g.selection_rate[label]) for label in labels],
+                   *[_fmt(g.true_positive_rate[label]) for label in labels]] for g in report.groups],
+        ),
+    ]
+    truth, predicted = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    for column in {g.column: None for g in report.groups}:
+        values = group_values(frame[column])
+        for group in sorted(set(values)):
+            mask = values == group
+            title = f"{column} = {group} ({int(mask.sum())} rows)"
+            if mask.sum() < _MIN_ROWS_FOR_EVIDENTLY:
+                note = f"{column}={group}: {int(mask.sum())} rows, too few for an Evidently report"
+                report.notes.append(note)
+                widgets.append(group_widget(title=title, widgets=[text_widget(text=note)]))
+                continue
+            try:
+                snapshot = classification_snapshot(list(truth[mask]), list(predicted[mask]), probabilities[mask], labels)
+                # Snapshot keeps its rendered widgets privately (evidently 0.7.23, pinned); reusing them
+                # puts every group on one page with one copy of Evidently's 4 MB script.
+                group_widgets = list(snapshot._widgets)
+            except Exception as error:  # Evidently raises KeyError/ValueError on degenerate subsets
+                note = f"{column}={group}: Evidently could not render this group ({type(error).__name__}: {error})"
+                report.notes.append(note)
+                group_widgets = [text_widget(text=note)]
+            widgets.append(group_widget(title=title, widgets=group_widgets))
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(render_widgets(widgets), encoding="utf-8")
+    report.html_path = output_path
+    return output_path
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,406 @@
+"""The model registry: packaged models in BentoML's model store, and the champion pointer.
+
+- ``package_model`` saves a trained model directory, its lineage and a reference sample of the
+  training data as one BentoML model (``tuneops-classifier:<version>``). BentoML's
+  ``models.create`` only commits the model when the ``with`` block succeeds, and every file's
+  size and SHA-256 go into the model's metadata, so a model whose save was cut short (even by a
+  crash in the middle of BentoML's own copy into the store) is recognisable as incomplete.
+- The champion, the model that serving uses, is named by one small JSON file,
+  ``$TUNEOPS_HOME/champion.json``. ``set_champion`` verifies the model completely first (files,
+  checksums, manifest), then replaces the file atomically (write a temporary file, fsync,
+  ``os.replace``), so a reader sees either the old champion or the new one, never a mix, and a
+  half-saved model can never become champion. The file keeps the previous champions for
+  ``rollback``. Writers take an exclusive ``flock`` so two promotions cannot lose each other.
+
+Import cost: bentoml is imported inside the functions, after ``configure_environment`` has
+pointed ``BENTOML_HOME`` into ``$TUNEOPS_HOME``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from components.errors import ConfigError, StageError
+from components.home import tuneops_home
+from components.predictor import MANIFEST
+
+MODEL_NAME = "tuneops-classifier"
+POINTER_FILE = "champion.json"
+REFERENCE_FILE = "reference.parquet"
+LINEAGE_FILE = "lineage.json"
+# Monitoring compares traffic with this sample; a few thousand rows give stable drift tests
+# (Evidently's defaults are tuned for that size) while keeping the model small.
+MAX_REFERENCE_ROWS = 5000
+# Remembered previous champions; rollback walks back through them.
+MAX_HISTORY = 20
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+@dataclass
+class ModelRelease:
+    """One packaged model: its tag, where its files are, and the lineage it was saved with."""
+
+    tag: str
+    path: Path
+    metadata: dict[str, Any]
+    labels: dict[str, str]
+    created: datetime
+    is_champion: bool = False
+    promoted_at: str | None = field(default=None)
+
+    @property
+    def model_dir(self) -> Path:
+        """The directory ``Predictor.from_dir`` loads (the BentoML model's own directory)."""
+        return self.path
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.metadata.get("metrics") or {})
+
+    @property
+    def run_id(self) -> str | None:
+        return self.metadata.get("run_id")
+
+    @property
+    def reference_path(self) -> Path:
+        return self.path / REFERENCE_FILE
+
+    def reference(self) -> pd.DataFrame:
+        """The training-data sample saved with the model (text, label, prediction, groups)."""
+        if not self.reference_path.exists():
+            raise StageError(f"model {self.tag} has no reference sample ({REFERENCE_FILE})")
+        return pd.read_parquet(self.reference_path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "path": str(self.path),
+            "created": self.created.isoformat(),
+            "is_champion": self.is_champion,
+            "promoted_at": self.promoted_at,
+            "labels": dict(self.labels),
+            "metadata": {key: value for key, value in self.metadata.items() if key != "files"},
+        }
+
+
+def package_model(trained_dir: Path, metadata: dict[str, Any], reference: pd.DataFrame) -> ModelRelease:
+    """Save ``trained_dir`` (written by ``Predictor.save``) with ``metadata`` and ``reference``
+    as a new model in the BentoML store; it is not made champion (see ``set_champion``).
+
+    ``metadata`` is the lineage: run_id, metrics, data_fingerprint, config_hash, base_checkpoint,
+    labels, code_version, ... (anything JSON-able). ``reference`` is a sample of the training
+    data with at least a ``text`` column; more than MAX_REFERENCE_ROWS rows are sampled down.
+    Raises StageError when the directory is not a complete model.
+    """
+    import bentoml
+
+    trained_dir = Path(trained_dir)
+    manifest = _check_model_dir(trained_dir)
+    if "text" not in reference.columns:
+        raise StageError(f"package: the reference sample needs a 'text' column, it has {list(reference.columns)}")
+    if len(reference) > MAX_REFERENCE_ROWS:
+        reference = reference.sample(MAX_REFERENCE_ROWS, random_state=0)
+    lineage = _json_safe(dict(metadata))
+    lineage.setdefault("labels", manifest["labels"])
+    lineage.update(_json_safe({
+        "label_map": {str(index): label for index, label in enumerate(manifest["labels"])},
+        "max_length": manifest.get("max_length"),
+        "base_checkpoint": lineage.get("base_checkpoint") or manifest.get("base_checkpoint"),
+        "packaged_at": datetime.now(timezone.utc).isoformat(),
+        "reference_rows": len(reference),
+        "format": 1,
+    }))
+    bento_labels = {
+        "project": "tuneops",
+        "task": "text-classification",
+        "run_id": str(lineage.get("run_id") or "none"),
+        "gate": str(lineage.get("gate") or "none"),
+    }
+    payload = [path for path in sorted(trained_dir.iterdir()) if path.is_file()]
+    with bentoml.models.create(MODEL_NAME, labels=bento_labels, metadata=lineage) as model:
+        target = Path(model.path)
+        for source in payload:
+            shutil.copy2(source, target / source.name)
+        try:
+            reference.reset_index(drop=True).to_parquet(target / REFERENCE_FILE, index=False)
+        except (ValueError, TypeError, ImportError) as error:
+            raise StageError(f"package: cannot write the reference sample as Parquet: {error}") from None
+        (target / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+        # Recorded last, from the files as written: what a complete copy of this model holds.
+        model.info.metadata["files"] = {
+            path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(target.iterdir()) if path.is_file() and path.name != "model.yaml"
+        }
+    return _release(bentoml.models.get(model.tag))
+
+
+def get_model(tag: str) -> ModelRelease:
+    """The packaged model named ``tag`` (``name:version``, a bare version, or ``latest``)."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound
+
+    full = normalise_tag(tag)
+    try:
+        model = bentoml.models.get(full)
+    except NotFound:
+        raise ConfigError(f"no model {tag!r} in the store; `tuneops models` lists them") from None
+    except BentoMLException as error:
+        raise ConfigError(f"model {tag!r}: {error}") from None
+    if model.tag.name != MODEL_NAME:
+        raise ConfigError(f"model {tag!r} is not a tuneops model (name must be {MODEL_NAME})")
+    release = _release(model)
+    state = _read_pointer()
+    release.is_champion = state.get("tag") == release.tag
+    release.promoted_at = state.get("promoted_at") if release.is_champion else None
+    return release
+
+
+def verify_model(tag: str) -> ModelRelease:
+    """``get_model`` plus proof that the model is whole: every recorded file is present with the
+    recorded size and SHA-256, and the manifest names its labels. StageError otherwise."""
+    release = get_model(tag)
+    files = release.metadata.get("files")
+    if not isinstance(files, dict) or not files:
+        raise StageError(f"model {release.tag} has no file list in its metadata; it was not saved by tuneops")
+    for name, expected in files.items():
+        path = release.path / name
+        if not path.is_file():
+            raise StageError(f"model {release.tag} is incomplete: {name} is missing")
+        if path.stat().st_size != expected.get("size"):
+            raise StageError(f"model {release.tag} is incomplete: {name} has the wrong size")
+        if _sha256(path) != expected.get("sha256"):
+            raise StageError(f"model {release.tag} is damaged: {name} does not match its checksum")
+    _check_model_dir(release.path)
+    return release
+
+
+def set_champion(tag: str) -> ModelRelease:
+    """Make the model ``tag`` the champion, after verifying it; the previous champion is kept for
+    ``rollback``. Promoting the current champion again changes nothing."""
+    release = verify_model(tag)
+    with _pointer_lock():
+        state = _read_pointer()
+        if state.get("tag") != release.tag:
+            history = list(state.get("history", []))
+            if state.get("tag"):
+                history.append({"tag": state["tag"], "promoted_at": state.get("promoted_at")})
+            _write_pointer({
+                "tag": release.tag,
+                "promoted_at": datetime.now(timezone.utc).isoformat(),
+                "history": history[-MAX_HISTORY:],
+            })
+            state = _read_pointer()
+    release.is_champion = True
+    release.promoted_at = state.get("promoted_at")
+    return release
+
+
+def champion() -> ModelRelease | None:
+    """The current champion, or None when no model was ever promoted.
+
+    StageError when the pointer names a model that has since been deleted from the store.
+    """
+    state = _read_pointer()
+    if not state.get("tag"):
+        return None
+    try:
+        release = get_model(state["tag"])
+    except ConfigError:
+        raise StageError(
+            f"the champion pointer names {state['tag']}, which is no longer in the model store; "
+            "`tuneops promote TAG` or `tuneops rollback` fixes it"
+        ) from None
+    return release
+
+
+def champion_model_dir() -> Path | None:
+    """The champion's model directory (for ``Predictor.from_dir``), or None."""
+    current = champion()
+    return current.model_dir if current else None
+
+
+def champion_tag() -> str | None:
+    """The champion's tag as the pointer file says, without touching the model store."""
+    return _read_pointer().get("tag")
+
+
+def list_models() -> list[ModelRelease]:
+    """Every packaged model, newest first, with ``is_champion`` set on the champion."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        models = bentoml.models.list(MODEL_NAME)
+    except NotFound:
+        return []
+    state = _read_pointer()
+    releases = [_release(model) for model in models]
+    for release in releases:
+        release.is_champion = release.tag == state.get("tag")
+        release.promoted_at = state.get("promoted_at") if release.is_champion else None
+    return sorted(releases, key=lambda release: release.created, reverse=True)
+
+
+def rollback() -> ModelRelease:
+    """Make the previous champion the champion again (skipping any that was deleted or damaged
+    since). StageError when there is no previous champion to go back to."""
+    with _pointer_lock():
+        state = _read_pointer()
+        history = list(state.get("history", []))
+        skipped = []
+        while history:
+            previous = history.pop()
+            try:
+                release = verify_model(previous["tag"])
+            except (ConfigError, StageError) as error:
+                skipped.append(f"{previous['tag']} ({error})")
+                continue
+            _write_pointer({
+                "tag": release.tag,
+                "promoted_at": datetime.now(timezone.utc).isoformat(),
+                "history": history,
+            })
+            release.is_champion = True
+            release.promoted_at = _read_pointer().get("promoted_at")
+            return release
+    unusable = f"; unusable: {', '.join(skipped)}" if skipped else ""
+    raise StageError(f"no previous champion to roll back to{unusable}")
+
+
+def pointer_path() -> Path:
+    """The champion pointer file (the service watches it to pick up a new champion)."""
+    return tuneops_home() / POINTER_FILE
+
+
+def normalise_tag(tag: str) -> str:
+    """``abc`` -> ``tuneops-classifier:abc``; ``name:version`` and ``latest`` as given."""
+    tag = str(tag).strip()
+    if not tag:
+        raise ConfigError("model tag is empty")
+    if ":" in tag:
+        return tag
+    if tag == MODEL_NAME:
+        return f"{MODEL_NAME}:latest"
+    return f"{MODEL_NAME}:{tag}"
+
+
+def _release(model) -> ModelRelease:
+    return ModelRelease(
+        tag=str(model.tag),
+        path=Path(model.path),
+        metadata=dict(model.info.metadata or {}),
+        labels=dict(model.info.labels or {}),
+        created=model.creation_time,
+    )
+
+
+def _check_model_dir(directory: Path) -> dict[str, Any]:
+    """The manifest of a complete model directory; StageError naming what is missing otherwise."""
+    if not directory.is_dir():
+        raise StageError(f"package: model directory {directory} does not exist")
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise StageError(f"package: {directory} has no {MANIFEST}; it was not written by Predictor.save")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise StageError(f"package: {manifest_path} is not valid JSON") from None
+    labels = manifest.get("labels") if isinstance(manifest, dict) else None
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise StageError(f"package: {manifest_path} does not list at least 2 labels")
+    if not (directory / "config.json").is_file():
+        raise StageError(f"package: {directory} has no config.json")
+    if not any((directory / name).is_file() for name in _WEIGHT_FILES):
+        raise StageError(f"package: {directory} has no safetensors weights")
+    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        raise StageError(f"package: {directory} has no tokenizer files")
+    return manifest
+
+
+def _read_pointer() -> dict[str, Any]:
+    path = pointer_path()
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (ValueError, UnicodeDecodeError):
+        # Cannot happen through this module (the file is replaced atomically); a hand edit can.
+        raise StageError(f"champion pointer {path} is not valid JSON; fix or delete it") from None
+    return state if isinstance(state, dict) else {}
+
+
+def _write_pointer(state: dict[str, Any]) -> None:
+    path = pointer_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".champion-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(json.dumps(state, indent=2))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    # The rename itself is durable only once the directory entry is on disk.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@contextlib.contextmanager
+def _pointer_lock() -> Iterator[None]:
+    lock_path = tuneops_home() / (POINTER_FILE + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_safe(value: Any) -> Any:
+    """Metadata as plain JSON types (BentoML's model.yaml accepts nothing else, not even None):
+    numpy scalars become Python numbers, paths and datetimes strings; None and NaN entries of a
+    mapping are left out, in a list they become the string "null"."""
+    if isinstance(value, dict):
+        cleaned = {str(key): _json_safe(item) for key, item in value.items()}
+        return {key: item for key, item in cleaned.items() if item is not None}
+    if isinstance(value, (list, tuple, set)):
+        return ["null" if item is None else item for item in map(_json_safe, value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

@@ -1,0 +1,182 @@
+"""Feeding the fine-tune loop: tokenise once, plan length-grouped batches, split each optimizer
+step into micro-batches (gradient accumulation) and per-process shares (data parallelism), and
+collate with dynamic padding.
+
+The plan of an epoch depends only on (seed, epoch, lengths, batch size), never on the number of
+processes or on where a run was resumed, so a resumed or distributed run sees the same global
+batches in the same order as an uninterrupted single-process one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from components.data import LABEL, TEXT
+from components.errors import DataError
+
+# Sort windows of 50 batches by length (as HF's group_by_length does with its "megabatches"):
+# batches of similar lengths pad little, while batch order stays random across the epoch.
+WINDOW_BATCHES = 50
+
+
+@dataclass
+class EncodedRows:
+    """Token ids and integer labels of one split, tokenised once up front."""
+
+    input_ids: list[list[int]]
+    labels: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_rows(tokenizer, frame: pd.DataFrame, label_ids: dict[str, int], max_length: int, split: str) -> EncodedRows:
+    """Tokenise ``frame[text]`` (truncated, unpadded) and map ``frame[label]`` to class indices.
+
+    Raises DataError naming the first label that is not in the label set.
+    """
+    labels = frame[LABEL].astype(str)
+    unknown = sorted(set(labels) - set(label_ids))
+    if unknown:
+        raise DataError(f"data: {split} has label {unknown[0]!r} which is not in the label set {sorted(label_ids)}")
+    texts = frame[TEXT].astype(str).tolist()
+    encoded = tokenizer(texts, truncation=True, max_length=max_length) if texts else {"input_ids": []}
+    return EncodedRows(
+        input_ids=list(encoded["input_ids"]),
+        labels=labels.map(label_ids).to_numpy(dtype=np.int64),
+    )
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The global batches of one epoch: shuffled, grouped by length within windows, in random order.
+
+    Every row appears exactly once; within a batch, rows are sorted by length.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * WINDOW_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def micro_batches(batch: np.ndarray, accumulation: int, world_size: int, rank: int) -> list[tuple[np.ndarray, bool]]:
+    """This process's share of each micro-batch of one optimizer step, as (indices, is_placeholder).
+
+    The step's rows (sorted by length) are cut into ``accumulation`` contiguous micro-batches, so
+    each holds similar lengths, and each micro-batch is dealt round-robin to the processes, so each
+    gets a similar amount of work. A process whose share is empty (a tiny last batch) runs the
+    first row of the micro-batch with a loss weight of 0: every process must join each gradient
+    all-reduce, and a zero-weighted row contributes an exactly zero gradient.
+    """
+    pieces = np.array_split(batch, min(accumulation, len(batch)))
+    shares = []
+    for piece in pieces:
+        share = piece[rank::world_size]
+        shares.append((share, False) if len(share) else (piece[:1], True))
+    return shares
+
+
+def padded_width(lengths: np.ndarray, multiple: int) -> int:
+    """Longest length in a batch, rounded up to ``multiple`` (8 keeps tensor-core shapes on GPUs)."""
+    longest = int(lengths.max()) if len(lengths) else 0
+    return -(-longest // multiple) * multiple
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """``n / (k · count_c)`` per class (scikit-learn's 'balanced'); absent classes get weight 1."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.ones(n_classes, dtype=np.float64)
+    present = counts > 0
+    weights[present] = len(labels) / (n_classes * counts[present])
+    return weights
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one optimizer step processed across all processes (the same numbers on every rank)."""
+
+    rows: int
+    real_tokens: int
+    padded_tokens: int
+    sequence_lengths: tuple[int, ...]
+
+
+class StepDataset:
+    """Item ``i`` = the collated micro-batches of this process for optimizer step ``i`` of a list
+    of global batches, plus the step's global statistics. A ``torch.utils.data.Dataset`` by
+    protocol, so a DataLoader's workers can collate (and pin) ahead of the compute."""
+
+    def __init__(self, rows: EncodedRows, batches: list[np.ndarray], accumulation: int, world_size: int,
+                 rank: int, pad_id: int, pad_multiple: int, class_weights: np.ndarray | None) -> None:
+        self.rows = rows
+        self.batches = batches
+        self.accumulation = accumulation
+        self.world_size = world_size
+        self.rank = rank
+        self.pad_id = pad_id
+        self.pad_multiple = pad_multiple
+        self.class_weights = class_weights
+        self.lengths = rows.lengths
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict:
+        batch = self.batches[index]
+        labels = self.rows.labels[batch]
+        # The loss is a sum over this process's rows divided by the step's global normaliser (row
+        # count, or summed class weights): exactly the global mean, however the rows are split.
+        normaliser = float(self.class_weights[labels].sum()) if self.class_weights is not None else float(len(batch))
+        micro = []
+        for share, placeholder in micro_batches(batch, self.accumulation, self.world_size, self.rank):
+            tensors = self.collate(share)
+            tensors["loss_weight"] = 0.0 if placeholder else 1.0 / normaliser
+            micro.append(tensors)
+        return {"micro": micro, "stats": self.global_stats(batch)}
+
+    def collate(self, indices: np.ndarray) -> dict:
+        """Dynamic padding: pad to the longest row of these rows only."""
+        import torch
+
+        lengths = self.lengths[indices]
+        width = padded_width(lengths, self.pad_multiple)
+        ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(indices), width), dtype=np.int64)
+        for row, (index, length) in enumerate(zip(indices, lengths)):
+            ids[row, :length] = self.rows.input_ids[index]
+            mask[row, :length] = 1
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "labels": torch.from_numpy(self.rows.labels[indices]),
+        }
+
+    def global_stats(self, batch: np.ndarray) -> StepStats:
+        padded = 0
+        for piece in np.array_split(batch, min(self.accumulation, len(batch))):
+            for rank in range(self.world_size):
+                share = piece[rank::self.world_size]
+                padded += len(share) * padded_width(self.lengths[share], self.pad_multiple)
+        lengths = self.lengths[batch]
+        return StepStats(
+            rows=len(batch),
+            real_tokens=int(lengths.sum()),
+            padded_tokens=padded,
+            sequence_lengths=tuple(int(n) for n in lengths),
+        )
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over ``rows`` (the last batch may be short)."""
+    return max(1, -(-rows // batch_size))

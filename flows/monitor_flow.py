@@ -1,0 +1,178 @@
+"""The production loop as Prefect flows: ``tuneops-monitor`` watches the traffic and, when the
+data drifted or feedback shows the model got worse, starts ``tuneops-retrain``, which runs the
+training spine (``tuneops-train``) on the configured data plus the labelled feedback.
+
+Both are deployed from infra/prefect.yaml (``tuneops deploy``); the tasks only wrap
+``components.monitoring``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from components import monitoring
+from components.config import PipelineConfig, load_config
+from components.home import tuneops_home
+
+RETRAIN_DEPLOYMENT = "tuneops-retrain/retrain"
+
+
+@task(name="check-traffic", cache_policy=NO_CACHE)
+def check_traffic_task(config: PipelineConfig, output_dir: Path, window: monitoring.MonitorWindow,
+                       run_id: str) -> monitoring.MonitorReport:
+    return monitoring.check_traffic(config, output_dir, window, run_id)
+
+
+def _retry_unless_missing(task, task_run, state) -> bool:
+    """Retry API hiccups, not a deployment that is not registered (that will not change)."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        state.result()
+    except ObjectNotFound:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+# Talking to the Prefect API is the one step here whose I/O can fail transiently.
+@task(name="trigger-retrain", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_retry_unless_missing)
+def trigger_retrain_task(parameters: dict[str, Any], reason: str) -> str:
+    """Create a run of the retrain deployment (returns at once, the worker runs it)."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(
+        RETRAIN_DEPLOYMENT, parameters={**parameters, "reason": reason}, timeout=0, as_subflow=False,
+        tags=["tuneops", "triggered-by-monitor"],
+    )
+    return str(flow_run.id)
+
+
+@flow(name="tuneops-monitor", log_prints=True)
+def monitor_pipeline(config_path: str | None = None, overrides: list[str] | None = None,
+                     trigger_retrain: bool = True) -> dict[str, Any]:
+    """Compare the traffic since the last run with the champion's reference; retrain if needed.
+
+    Returns monitor.json's content. The window of the prediction log is only marked as used when
+    the run compared it (enough rows) and any retrain it asked for was triggered.
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    logger = get_run_logger()
+    config = load_config(config_path, overrides)
+    now = datetime.now(timezone.utc)
+    run_id = monitoring.new_monitor_id(now)
+    output_dir = monitoring.monitoring_dir() / "runs" / run_id
+    window = monitoring.next_window(now)
+    report = check_traffic_task(config, output_dir, window, run_id)
+    logger.info("monitor %s: %d predictions, drift share %s; %s", run_id, report.rows,
+                "n/a" if report.drift_share is None else f"{report.drift_share:.2f}", "; ".join(report.reasons))
+    triggered = True
+    if report.retrain and trigger_retrain:
+        parameters = {"config_path": config_path, "overrides": list(overrides or []),
+                      "feedback_path": config.monitoring.feedback_path}
+        try:
+            report.retrain_flow_run_id = trigger_retrain_task(parameters, "; ".join(report.reasons))
+            logger.info("monitor %s: started retrain flow run %s", run_id, report.retrain_flow_run_id)
+        except ObjectNotFound:
+            triggered = False
+            report.notes.append(f"retraining is due but the deployment {RETRAIN_DEPLOYMENT} is not registered "
+                                "with this Prefect server (`tuneops deploy`)")
+            logger.warning(report.notes[-1])
+    elif report.retrain:
+        report.notes.append("retraining is due; not triggered (trigger_retrain is off)")
+    if report.consumed_window and triggered:
+        monitoring.save_state(window, run_id)
+    report.write(output_dir)
+    create_markdown_artifact(key="monitor-decision", markdown=_markdown(report),
+                             description="Drift check and retraining decision")
+    return report.to_json()
+
+
+@task(name="merge-feedback", cache_policy=NO_CACHE)
+def merge_feedback_task(config: PipelineConfig, feedback_path: str, output_dir: Path) -> monitoring.FeedbackMerge:
+    return monitoring.merge_feedback(config.data, feedback_path, output_dir)
+
+
+@flow(name="tuneops-retrain", log_prints=True)
+def retrain_pipeline(config_path: str | None = None, overrides: list[str] | None = None,
+                     feedback_path: str | None = None, reason: str = "scheduled") -> dict[str, Any]:
+    """Train again on the configured data plus labelled feedback, through the same spine and gate.
+
+    ``feedback_path`` defaults to ``monitoring.feedback_path``; a missing file means no feedback
+    yet, and the retrain uses the configured data alone. Returns the training run's summary.
+    """
+    from flows.training_flow import train_pipeline
+
+    logger = get_run_logger()
+    overrides = list(overrides or [])
+    config = load_config(config_path, overrides)
+    feedback_path = feedback_path or config.monitoring.feedback_path
+    extra: list[str] = []
+    merged = None
+    if feedback_path and Path(feedback_path).exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+        merged = merge_feedback_task(config, feedback_path, tuneops_home() / "monitoring" / "retrain-data" / stamp)
+        extra = merged.overrides
+        logger.info("retrain: %d feedback rows added to %d training rows (%d skipped as duplicates)",
+                    merged.feedback_rows, merged.base_rows, merged.skipped_rows)
+    elif feedback_path:
+        logger.info("retrain: no feedback file at %s yet; training on the configured data", feedback_path)
+    logger.info("retrain (%s)", reason)
+    summary = train_pipeline(config_path=config_path, overrides=[*overrides, *extra])
+    summary = dict(summary)
+    summary["retrain"] = {
+        "reason": reason,
+        "feedback_path": feedback_path,
+        "feedback_rows": merged.feedback_rows if merged else 0,
+        "training_data": str(merged.path) if merged else None,
+    }
+    return summary
+
+
+def _markdown(report: monitoring.MonitorReport) -> str:
+    verdict = "**retrain**" if report.retrain else "no retraining"
+    lines = [f"# Monitor run `{report.run_id}`: {verdict}", "",
+             f"- champion: `{report.champion_tag}`", f"- predictions: {report.rows} ({report.status})"]
+    if report.drift_share is not None:
+        lines.append(f"- drift share: {report.drift_share:.2f} (drifted: {', '.join(report.drifted_columns) or 'none'})")
+    if report.retrain_flow_run_id:
+        lines.append(f"- retrain flow run: `{report.retrain_flow_run_id}`")
+    lines += [f"- {reason}" for reason in report.reasons + report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: bool) -> int:
+    """``tuneops monitor``: one monitor run now (on the stack's Prefect server when it is up)."""
+    import contextlib
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.stack import prefect_api_url
+
+    api_url = prefect_api_url()
+    # Without a server (no PREFECT_API_URL, no `tuneops up`) the flow runs on Prefect's ephemeral
+    # one, where no retrain deployment exists: the report then says retraining is due.
+    use_server = temporary_settings(updates={PREFECT_API_URL: api_url}) if api_url else contextlib.nullcontext()
+    if config_path:
+        # The retrain it may start runs in the worker's working directory: pass an absolute path.
+        config_path = str(Path(config_path).resolve())
+    with use_server:
+        result = monitor_pipeline(config_path=config_path, overrides=list(overrides), trigger_retrain=trigger_retrain)
+    drift = "n/a" if result["drift_share"] is None else f"{result['drift_share']:.2f}"
+    print(f"monitor {result['run_id']}: {result['status']}, {result['rows']} predictions, drift share {drift}")
+    for line in result["reasons"] + result["notes"]:
+        print(f"  - {line}")
+    if result["retrain_flow_run_id"]:
+        print(f"retrain flow run: {result['retrain_flow_run_id']}")
+    if result["html_path"]:
+        print(f"report: {result['html_path']}")
+    return 0

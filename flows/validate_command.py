@@ -1,0 +1,49 @@
+"""``tuneops validate``: load the configured data, run the validation stage alone and print its
+summary. No Prefect flow: validation is a plain component and needs no orchestration here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.config import PipelineConfig
+from components.data import load_data
+from components.home import demo_dir
+from components.validation import ValidationReport, validate_data
+
+
+def run_validate(
+    config: PipelineConfig, output_dir: Path, previous_labels: list[str] | None = None
+) -> int:
+    """Validate the data of ``config`` into ``output_dir`` and print the summary.
+
+    Returns the exit code: 0 when no blocking expectation failed (or ``validation.on_failure``
+    is ``warn``), 1 when validation blocks. Unreadable data raises DataError / ConfigError,
+    which the CLI turns into one line and exit 1 / 2.
+    """
+    splits = load_data(config.data, demo_dir())
+    report = validate_data(splits, config.validation, output_dir, previous_labels=previous_labels)
+    print_report(report)
+    if not report.passed and config.validation.on_failure == "block":
+        return 1
+    return 0
+
+
+def print_report(report: ValidationReport) -> None:
+    """Print the report's summary lines with colour: red for blocking, yellow for warnings."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    lines = report.summary_lines()
+    verdict_style = "bold green" if report.passed else "bold red"
+    for index, line in enumerate(lines):
+        stripped = line.lstrip()
+        if index == 0:
+            style = verdict_style
+        elif stripped.startswith("BLOCK"):
+            style = "red"
+        elif stripped.startswith("WARN"):
+            style = "yellow"
+        else:
+            style = None
+        # markup=False: examples are user text and may contain [brackets] rich would parse.
+        console.print(line, style=style, markup=False, soft_wrap=True)

@@ -1,0 +1,53 @@
+"""Building the serving bento: serving/bentofile.yaml with one model's tag filled in.
+
+The bento serves exactly that model (``TUNEOPS_SERVE_MODEL`` is set in its environment), so a
+container built from it is immutable; switching models in production is a new image and a
+rolling update, while ``tuneops serve`` on a machine follows the champion pointer instead.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from components import registry
+from components.errors import StageError
+from serving.settings import MODEL_TAG_ENV
+
+BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
+# The directory holding components/ and serving/: the bento's build context.
+PROJECT_ROOT = BENTOFILE.parent.parent
+
+
+def bento_build_options(model_tag: str) -> dict:
+    """serving/bentofile.yaml with ``models`` and the pinned-model variable set to ``model_tag``."""
+    options = yaml.safe_load(BENTOFILE.read_text())
+    options["models"] = [model_tag]
+    envs = [env for env in options.get("envs") or [] if env.get("name") != MODEL_TAG_ENV]
+    options["envs"] = [*envs, {"name": MODEL_TAG_ENV, "value": model_tag}]
+    return options
+
+
+def build_bento(model_tag: str | None = None) -> str:
+    """Build the serving bento for ``model_tag`` (default: the champion); returns the bento's tag.
+
+    The model is verified first (complete files, checksums), like a promotion.
+    """
+    import bentoml
+
+    if model_tag is None:
+        current = registry.champion()
+        if current is None:
+            raise StageError("no champion to build a bento for: `tuneops promote TAG`, or pass --model TAG")
+        model_tag = current.tag
+    release = registry.verify_model(model_tag)
+    options = bento_build_options(release.tag)
+    options.setdefault("labels", {})["model_tag"] = release.tag.replace(":", "_")
+    options["labels"]["run_id"] = str(release.run_id or "none")
+    with tempfile.TemporaryDirectory(prefix="tuneops-bentofile-") as scratch:
+        bentofile = Path(scratch) / "bentofile.yaml"
+        bentofile.write_text(yaml.safe_dump(options, sort_keys=False))
+        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(PROJECT_ROOT))
+    return str(bento.tag)

@@ -1,0 +1,119 @@
+"""The tuneops BentoML service: load the champion once, validate input, predict, log.
+
+Run it with ``tuneops serve`` (which sets the environment described in serving/settings.py and
+runs ``bentoml serve serving.service:TuneopsClassifier``), or from a bento / the serving image.
+
+Endpoints:
+- ``POST /classify`` ``{"texts": ["...", ...]}`` -> ``[{"label", "score", "probabilities",
+  "model_tag", "request_id"}, ...]``, one entry per text, in order. Texts of concurrent requests
+  are grouped by BentoML's adaptive batcher into one forward pass of up to ``max_batch_size``.
+- ``GET /healthz`` (alive), ``GET /readyz`` (a model is loaded), ``GET /metrics`` (Prometheus:
+  BentoML's request and batch-size metrics plus ``tuneops_predictions_total{label,model_tag}``).
+
+The ``serving`` config is read when this module is imported, because BentoML takes the batching
+settings as decorator arguments; everything else (the model, the token, the log) is set up when
+the service is instantiated in the serving process.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+import bentoml
+
+from components.home import prediction_log_dir
+from components.prediction_log import PredictionLog, hash_text
+from serving.guard import RequestGuard
+from serving.metrics import service_metrics
+from serving.model_holder import ModelHolder
+from serving.schemas import RequestText, TextPrediction, request_model
+from serving.settings import pinned_model_from_env, serving_config_from_env
+
+logger = logging.getLogger("tuneops.serving")
+
+CONFIG = serving_config_from_env()
+ClassifyRequest = request_model(CONFIG)
+
+
+@bentoml.service(
+    name="tuneops_classifier",
+    workers=CONFIG.workers,
+    traffic={"timeout": CONFIG.request_timeout_s},
+)
+class TuneopsClassifier:
+    """Text classification with the champion model (or a pinned one)."""
+
+    def __init__(self) -> None:
+        _share_bentoml_logging()
+        self.config = CONFIG
+        self.metrics = service_metrics()
+        self.log = PredictionLog(prediction_log_dir())
+        self.holder = ModelHolder(
+            pinned_tag=pinned_model_from_env(),
+            check_interval_s=CONFIG.reload_check_s,
+            on_swap=lambda previous, new: self.metrics.swaps.inc(),
+            on_swap_failure=lambda tag, reason: self.metrics.swap_failures.inc(),
+        )
+        self.holder.load_initial()
+        self.holder.start_watching()
+
+    @bentoml.api(
+        batchable=CONFIG.adaptive_batching,
+        max_batch_size=CONFIG.max_batch_size,
+        max_latency_ms=CONFIG.max_latency_ms,
+        input_spec=ClassifyRequest,
+    )
+    def classify(self, texts: list[str]) -> list[TextPrediction]:
+        """Label, score and every class probability for each text, with the model's tag."""
+        model = self.holder.current  # read once: a champion switch applies from the next batch
+        predictor = model.predictor
+        probabilities = predictor.predict_proba([str(text) for text in texts], batch_size=max(1, len(texts)))
+        best = probabilities.argmax(axis=1)
+        results, records = [], []
+        for text, row, index in zip(texts, probabilities, best):
+            label = predictor.labels[index]
+            result = {
+                "label": label,
+                "score": float(row[index]),
+                "probabilities": {name: float(p) for name, p in zip(predictor.labels, row)},
+                "model_tag": model.tag,
+                "request_id": text.request_id if isinstance(text, RequestText) else "",
+            }
+            results.append(result)
+            records.append({**result, "text": hash_text(text) if self.config.log_text == "hash" else str(text)})
+        self._record(records, model.tag)
+        return results
+
+    def _record(self, records: list[dict], model_tag: str) -> None:
+        """Log the batch and count it. A full disk must not take predictions down with it:
+        a failed write is logged and counted (tuneops_prediction_log_failures_total)."""
+        try:
+            self.log.append(records)
+        except OSError as error:
+            self.metrics.log_failures.inc()
+            logger.error("prediction log write failed for %d predictions: %s", len(records), error)
+        for label, count in collections.Counter(record["label"] for record in records).items():
+            self.metrics.predictions.labels(label=label, model_tag=model_tag).inc(count)
+
+    def __is_ready__(self) -> bool:
+        return self.holder.ready
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.holder.stop()
+        self.log.close()
+
+
+def _share_bentoml_logging() -> None:
+    """Send tuneops' serving messages (model switches, log failures) wherever BentoML's go:
+    the server configures only its own loggers."""
+    ours, theirs = logging.getLogger("tuneops"), logging.getLogger("bentoml")
+    if not ours.handlers and theirs.handlers:
+        for handler in theirs.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
+TuneopsClassifier.add_asgi_middleware(RequestGuard, config=CONFIG)

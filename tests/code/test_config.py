@@ -1,0 +1,59 @@
+"""The config: defaults give the demo, overrides apply, mistakes are one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import PipelineConfig, load_config
+from components.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_demo():
+    config = load_config()
+    assert config.data.path is None
+    assert config.data.groups == ["product_category", "region"]
+    assert config.selection.candidates[0] == "packaged:all-MiniLM-L6-v2"
+    assert config == PipelineConfig()
+
+
+def test_overrides_parse_yaml_values_and_apply():
+    config = load_config(None, ["training.max_steps=20", "selection.candidates=[a, b]", "data.labels=[x, y]"])
+    assert config.training.max_steps == 20
+    assert config.selection.candidates == ["a", "b"]
+    assert config.data.labels == ["x", "y"]
+
+
+def test_relative_data_paths_are_relative_to_the_config_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "c.yaml"
+    path.write_text("data:\n  path: reviews.csv\n")
+    assert load_config(path).data.path == str(tmp_path / "sub" / "reviews.csv")
+
+
+def test_config_hash_changes_with_any_setting():
+    assert load_config().config_hash() != load_config(None, ["training.seed=1"]).config_hash()
+    assert load_config().config_hash() == load_config().config_hash()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("training:\n  epoch: 3\n", [], "unknown key training.epoch (did you mean epochs?)"),
+        ("trainig:\n  epochs: 3\n", [], "unknown key trainig (did you mean training?)"),
+        ("", ["training.learning_rate=-1"], "training.learning_rate: Input should be greater than 0"),
+        ("", ["training.batch_size=many"], "training.batch_size"),
+        ("", ["gate.tolerance=2"], "gate.tolerance"),
+        ("data: [1, 2\n", [], "not valid YAML at line"),
+        ("- a\n- b\n", [], "must hold a mapping"),
+        ("", ["training"], "--set expects section.key=value"),
+        ("", ["data.labels=[only]"], "at least 2 distinct labels"),
+    ],
+)
+def test_mistakes_are_config_errors_naming_the_problem(tmp_path, yaml_text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
