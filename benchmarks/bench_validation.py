@@ -164,7 +164,7 @@ def main() -> None:
     print(f"hand-written pandas checks:              {best_pandas:6.2f}s  ({len(theirs)} checks)")
     print(f"ratio tuneops / pandas:                  {best_tuneops / best_pandas:6.2f}x")
     print(f"great_expectations import (once per process): {import_seconds:.2f}s")
-    print("tuneops breakdown: " + ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items()))
+    print("tuneops breakdown (last run): " + ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items()))
     print(f"sampled: {'yes' if report.sampled else 'no, every row of every split is checked'}")
     print("verdicts agree: " + ("yes, on every check" if not disagree else f"NO: {disagree}"))
 

@@ -8,7 +8,9 @@ the values of one group column (e.g. every ``region``):
   - equalized odds difference (EO) = the larger of the max - min over groups of the true-positive
     rate P(pred = c | true = c) and of the false-positive rate P(pred = c | true != c).
 
-Both come from ``fairlearn.metrics``. A column's gap is the maximum over classes. Only groups with
+These are fairlearn's definitions (``demographic_parity_difference`` / ``equalized_odds_difference``,
+between groups); the per-group rates come from one ``fairlearn.metrics.MetricFrame`` per column and
+the differences are taken over the eligible groups. A column's gap is the maximum over classes. Only groups with
 at least ``min_group_support`` rows take part, and for EO a group joins a class's comparison only
 when it holds at least ``min_class_support`` positives and negatives of that class: rates over a
 handful of rows are noise, not bias. Groups left out are listed, never hidden.
@@ -112,85 +114,91 @@ def assess_fairness(
     excluded: dict[str, list[str]] = {}
     for column in group_columns:
         values = group_values(frame[column])
-        names, counts = np.unique(values, return_counts=True)
-        eligible = [str(n) for n, c in zip(names, counts) if c >= min_group_support]
-        excluded[column] = [str(n) for n, c in zip(names, counts) if c < min_group_support]
-        for name, count in zip(names, counts):
-            mask = values == name
+        table = group_rate_table(truth, predicted, values, labels)
+        eligible = table.index[table["support"] >= min_group_support]
+        excluded[column] = [str(g) for g in table.index if g not in eligible]
+        for group, row in table.iterrows():
             groups.append(GroupRates(
-                column=column,
-                group=str(name),
-                support=int(count),
-                small=bool(count < min_group_support),
-                accuracy=float(np.mean(truth[mask] == predicted[mask])),
-                selection_rate={label: float(np.mean(predicted[mask] == label)) for label in labels},
-                true_positive_rate={
-                    label: (float(np.mean(predicted[mask & (truth == label)] == label))
-                            if np.any(mask & (truth == label)) else None)
-                    for label in labels
-                },
+                column=column, group=str(group), support=int(row["support"]),
+                small=bool(row["support"] < min_group_support), accuracy=float(row["accuracy"]),
+                selection_rate={label: float(row[f"selection_rate:{label}"]) for label in labels},
+                true_positive_rate={label: _optional(row[f"true_positive_rate:{label}"]) for label in labels},
             ))
-        gaps.append(_largest_gap(column, "demographic_parity_difference", values, truth, predicted, labels,
-                                 eligible, min_class_support))
-        gaps.append(_largest_gap(column, "equalized_odds_difference", values, truth, predicted, labels,
-                                 eligible, min_class_support))
+        for metric in ("demographic_parity_difference", "equalized_odds_difference"):
+            gaps.append(_largest_gap(column, metric, table.loc[eligible], labels, min_class_support))
     return FairnessReport(groups=groups, gaps=gaps, excluded_groups=excluded)
 
 
-def _largest_gap(column, metric, values, truth, predicted, labels, eligible, min_class_support) -> FairnessGap:
-    from fairlearn.metrics import (MetricFrame, demographic_parity_difference, equalized_odds_difference,
-                                   false_positive_rate, selection_rate, true_positive_rate)
+def group_rate_table(truth: np.ndarray, predicted: np.ndarray, groups: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """One fairlearn MetricFrame over all classes: per group, its support, accuracy, and per class the
+    selection rate, true- and false-positive rates and the counts of positives and negatives."""
+    from fairlearn.metrics import MetricFrame
 
-    best: FairnessGap = FairnessGap(column=column, metric=metric, value=None)
+    metrics = {"support": lambda t, p: len(t), "accuracy": lambda t, p: float(np.mean(t == p))}
+    for label in labels:
+        metrics[f"selection_rate:{label}"] = lambda t, p, c=label: float(np.mean(p == c))
+        metrics[f"true_positive_rate:{label}"] = lambda t, p, c=label: _rate(p[t == c] == c)
+        metrics[f"false_positive_rate:{label}"] = lambda t, p, c=label: _rate(p[t != c] == c)
+        metrics[f"positives:{label}"] = lambda t, p, c=label: int(np.sum(t == c))
+        metrics[f"negatives:{label}"] = lambda t, p, c=label: int(np.sum(t != c))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frame = MetricFrame(metrics=metrics, y_true=truth, y_pred=predicted, sensitive_features=groups).by_group
+    frame.index = [str(g) for g in frame.index]
+    return frame
+
+
+def _largest_gap(column: str, metric: str, table: pd.DataFrame, labels: list[str], min_class_support: int) -> FairnessGap:
+    """The class with the widest gap of ``metric`` across the groups in ``table`` (already eligible)."""
+    best = FairnessGap(column=column, metric=metric, value=None)
     per_class: dict[str, float | None] = {}
     for label in labels:
-        members = [g for g in eligible if metric == "demographic_parity_difference"
-                   or _class_support_ok(values == g, truth, label, min_class_support)]
+        if metric == "demographic_parity_difference":
+            members = table
+            rates = ["selection_rate"]
+        else:
+            members = table[(table[f"positives:{label}"] >= min_class_support)
+                            & (table[f"negatives:{label}"] >= min_class_support)]
+            rates = ["true_positive_rate", "false_positive_rate"]
         if len(members) < 2:
             per_class[label] = None
             continue
-        mask = np.isin(values, members)
-        positives, selected, sensitive = truth[mask] == label, predicted[mask] == label, values[mask]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fairlearn warns on groups without positives; excluded above
-            if metric == "demographic_parity_difference":
-                value = float(demographic_parity_difference(positives, selected, sensitive_features=sensitive))
-                rates = {"selection_rate": selection_rate}
-            else:
-                value = float(equalized_odds_difference(positives, selected, sensitive_features=sensitive))
-                rates = {"true_positive_rate": true_positive_rate, "false_positive_rate": false_positive_rate}
-            by_group = MetricFrame(metrics=rates, y_true=positives, y_pred=selected,
-                                   sensitive_features=sensitive).by_group
-        per_class[label] = value
-        if best.value is None or value > best.value:
-            spreads = {rate: by_group[rate].max() - by_group[rate].min() for rate in rates}
-            rate = max(spreads, key=spreads.get)
+        spreads = {rate: float(members[f"{rate}:{label}"].max() - members[f"{rate}:{label}"].min()) for rate in rates}
+        rate = max(spreads, key=spreads.get)
+        per_class[label] = spreads[rate]
+        if best.value is None or spreads[rate] > best.value:
+            column_values = members[f"{rate}:{label}"]
             best = FairnessGap(
-                column=column, metric=metric, value=value, label=label, rate=rate,
-                low_group=str(by_group[rate].idxmin()), low_value=float(by_group[rate].min()),
-                high_group=str(by_group[rate].idxmax()), high_value=float(by_group[rate].max()),
-                groups_compared=sorted(members),
+                column=column, metric=metric, value=spreads[rate], label=label, rate=rate,
+                low_group=str(column_values.idxmin()), low_value=float(column_values.min()),
+                high_group=str(column_values.idxmax()), high_value=float(column_values.max()),
+                groups_compared=sorted(str(g) for g in members.index),
             )
     best.per_class = per_class
     return best
 
 
-def _class_support_ok(mask: np.ndarray, truth: np.ndarray, label: str, minimum: int) -> bool:
-    positives = int(np.sum(mask & (truth == label)))
-    return positives >= minimum and int(np.sum(mask)) - positives >= minimum
+def _rate(hits: np.ndarray) -> float:
+    return float(np.mean(hits)) if len(hits) else float("nan")
+
+
+def _optional(value: float) -> float | None:
+    return None if pd.isna(value) else float(value)
 
 
 # --- Evidently pages --------------------------------------------------------------------------
 
 
-def classification_snapshot(y_true: list[str], y_pred: list[str], probabilities: np.ndarray, labels: list[str]):
-    """An Evidently classification report (ClassificationPreset) over the given rows.
+def classification_snapshot(y_true: list[str], y_pred: list[str], probabilities: np.ndarray, labels: list[str],
+                            full: bool = True):
+    """An Evidently classification report over the given rows: the full ClassificationPreset, or
+    (``full=False``, per group) quality, confusion matrix and per-class quality only.
 
     Evidently 0.7 rejects probability columns for classes missing from the target, so those rows
     are described by predicted labels only.
     """
     from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
-    from evidently.presets import ClassificationPreset
+    from evidently.presets import ClassificationPreset, ClassificationQuality, ClassificationQualityByLabel
 
     table = pd.DataFrame(np.asarray(probabilities, dtype=float), columns=labels)
     table[_TRUE], table[_PREDICTED] = list(y_true), list(y_pred)
@@ -205,7 +213,10 @@ def classification_snapshot(y_true: list[str], y_pred: list[str], probabilities:
                                 classification=[task])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Report([ClassificationPreset()]).run(Dataset.from_pandas(table, data_definition=definition), None)
+        # The full preset's PR / ROC / lift plots take ~3x as long; one copy on the overall page is enough.
+        metrics = [ClassificationPreset()] if full else [ClassificationQuality(conf_matrix=True),
+                                                         ClassificationQualityByLabel()]
+        return Report(metrics).run(Dataset.from_pandas(table, data_definition=definition), None)
 
 
 def write_bias_report(
@@ -255,7 +266,8 @@ def write_bias_report(
                 widgets.append(group_widget(title=title, widgets=[text_widget(text=note)]))
                 continue
             try:
-                snapshot = classification_snapshot(list(truth[mask]), list(predicted[mask]), probabilities[mask], labels)
+                snapshot = classification_snapshot(list(truth[mask]), list(predicted[mask]), probabilities[mask], labels,
+                                                  full=False)
                 # Snapshot keeps its rendered widgets privately (evidently 0.7.23, pinned); reusing them
                 # puts every group on one page with one copy of Evidently's 4 MB script.
                 group_widgets = list(snapshot._widgets)

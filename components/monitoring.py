@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,8 +73,13 @@ def new_monitor_id(now: datetime | None = None) -> str:
 
 def dashboard_panels() -> list:
     """The dashboard of the ``tuneops`` project: drift share over time, prediction distribution,
-    request volume, confidence and prediction drift. Each panel reads a metric that every monitor
-    run stores (see ``traffic_report`` and ``components.drift``)."""
+    request volume, confidence, embedding and prediction drift. Each panel reads a metric that
+    every monitor run stores (see ``traffic_report`` and ``components.drift``).
+
+    The drift share panels plot Evidently's share of drifted columns in the drift report (text
+    descriptors and prediction); the retrain decision's ``drift_share`` counts the embedding
+    signal too (``compute_drift``), and is in each run's monitor.json and Prefect artifact.
+    """
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import bar_plot_panel, counter_panel, line_plot_panel
 
@@ -116,6 +122,12 @@ def dashboard_panels() -> list:
             size="half",
         ),
         line_plot_panel(
+            "Embedding drift",
+            [PanelMetric(legend="domain classifier ROC AUC", metric="EmbeddingsDrift")],
+            description="how well a classifier tells traffic from reference by the model's embeddings; 0.5 = not at all",
+            size="half",
+        ),
+        line_plot_panel(
             "Prediction drift (p-value)",
             [PanelMetric(legend="prediction", metric="ValueDrift", metric_labels={"column": PREDICTION},
                          tags=[TRAFFIC_TAG])],
@@ -127,6 +139,7 @@ def dashboard_panels() -> list:
 def ensure_project(workspace: Path | None = None) -> str:
     """Open (or create) the workspace and its ``tuneops`` project with the dashboard; return the
     project id. Panels are added by title, so running this again adds only what is missing."""
+    from evidently.sdk.models import DashboardTabModel
     from evidently.ui.workspace import Workspace
 
     workspace = Path(workspace or workspace_dir())
@@ -134,10 +147,20 @@ def ensure_project(workspace: Path | None = None) -> str:
     store = Workspace(str(workspace))
     found = store.search_project(PROJECT_NAME)
     project = found[0] if found else store.create_project(PROJECT_NAME, description=PROJECT_DESCRIPTION)
-    present = {panel.title for panel in project.dashboard.model().panels}
-    for panel in dashboard_panels():
-        if panel.title not in present:
-            project.dashboard.add_panel(panel, tab=DASHBOARD_TAB)
+    # The dashboard model is edited and saved whole: Evidently 0.7.23's ``add_panel`` lists a
+    # panel twice in a tab that already exists.
+    dashboard = store.get_dashboard(project.id)
+    present = {panel.title for panel in dashboard.panels}
+    missing = [panel for panel in dashboard_panels() if panel.title not in present]
+    if missing:
+        tab = next((tab for tab in dashboard.tabs if tab.title == DASHBOARD_TAB), None)
+        if tab is None:
+            tab = DashboardTabModel(id=uuid.uuid4(), title=DASHBOARD_TAB, panels=[])
+            dashboard.tabs.append(tab)
+        for panel in missing:
+            dashboard.panels.append(panel)
+            tab.panels.append(panel.id)
+        store.save_dashboard(project.id, dashboard)
     return str(project.id)
 
 

@@ -190,7 +190,12 @@ def status() -> None:
 
 
 @app.command()
-def deploy(config: Optional[Path] = ConfigOption, overrides: Optional[list[str]] = SetOption) -> None:
+def deploy(
+    config: Optional[Path] = ConfigOption,
+    overrides: Optional[list[str]] = SetOption,
+    pool: Optional[str] = typer.Option(None, help="Work pool to use instead of infra/prefect.yaml's (must exist)."),
+    image: Optional[str] = typer.Option(None, help="Job image, for a Docker or Kubernetes work pool."),
+) -> None:
     """Register the retrain and monitor deployments (infra/prefect.yaml) with the Prefect server."""
 
     def body() -> int:
@@ -200,7 +205,7 @@ def deploy(config: Optional[Path] = ConfigOption, overrides: Optional[list[str]]
         _configure_logging()
         from flows.deploy import run_deploy
 
-        return run_deploy(str(config) if config else None, list(overrides or []))
+        return run_deploy(str(config) if config else None, list(overrides or []), pool, image)
 
     guarded(body)
 

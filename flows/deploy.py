@@ -113,22 +113,38 @@ def configure(spec: DeploymentSpec, config: PipelineConfig, config_path: str | N
     return DeploymentSpec(**{**spec.__dict__, "cron": cron, "parameters": parameters, "job_variables": job_variables})
 
 
-def deploy(config_path: str | None, overrides: list[str], api_url: str,
-           prefect_file: Path = PREFECT_FILE) -> list[Registered]:
-    """Register every deployment of ``prefect_file`` with the server at ``api_url``."""
+def deploy(config_path: str | None, overrides: list[str], api_url: str, prefect_file: Path = PREFECT_FILE,
+           work_pool: str | None = None, image: str | None = None) -> list[Registered]:
+    """Register every deployment of ``prefect_file`` with the server at ``api_url``.
+
+    ``work_pool`` replaces the file's pool (it must exist then: a Kubernetes or Docker pool is
+    the user's to create); ``image`` is the job image for such a pool. The file's own pool is
+    created as a process pool when missing.
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from components.monitoring import ensure_project
 
     config = load_config(config_path, overrides)
     specs = [configure(spec, config, config_path, overrides) for spec in read_deployments(prefect_file)]
+    for spec in specs:
+        if work_pool:
+            spec.work_pool, spec.work_queue = work_pool, None
+        if image:
+            spec.job_variables["image"] = image
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         _check_server(api_url)
         for pool in sorted({spec.work_pool for spec in specs}):
-            ensure_work_pool(pool)
-        return [_apply(spec) for spec in specs]
+            ensure_work_pool(pool, create=work_pool is None)
+        registered = [_apply(spec) for spec in specs]
+    # The monitor flow writes into this project; creating it now lets the Evidently UI show its
+    # dashboard before the first monitor run.
+    ensure_project()
+    return registered
 
 
-def ensure_work_pool(name: str) -> None:
-    """Create the process work pool ``name`` unless it exists (of whatever type the user chose)."""
+def ensure_work_pool(name: str, create: bool = True) -> None:
+    """Check that the work pool ``name`` exists; create it as a process pool if ``create``."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -138,7 +154,9 @@ def ensure_work_pool(name: str) -> None:
             client.read_work_pool(name)
             return
         except ObjectNotFound:
-            pass
+            if not create:
+                raise ConfigError(f"deploy: work pool {name!r} does not exist on the server; create it first "
+                                  f"(prefect work-pool create {name} --type kubernetes)") from None
         try:
             client.create_work_pool(WorkPoolCreate(name=name, type="process"))
         except ObjectAlreadyExists:  # a worker starting at the same moment created it
@@ -189,14 +207,15 @@ def _check_cron(cron: str, key: str) -> None:
         raise ConfigError(f"config: {key}: {cron!r} is not a valid cron expression") from None
 
 
-def run_deploy(config_path: str | None, overrides: list[str]) -> int:
+def run_deploy(config_path: str | None, overrides: list[str], work_pool: str | None = None,
+               image: str | None = None) -> int:
     """``tuneops deploy``: register the deployments and print them."""
     from flows.stack import prefect_api_url
 
     api_url = prefect_api_url()
     if not api_url:
         raise ConfigError("deploy: no Prefect server: set PREFECT_API_URL or start one with `tuneops up`")
-    for entry in deploy(config_path, overrides, api_url):
+    for entry in deploy(config_path, overrides, api_url, work_pool=work_pool, image=image):
         print(f"deployed {entry.name} (cron '{entry.cron}', pool {entry.work_pool}, id {entry.deployment_id})")
     print(f"server: {api_url}")
     return 0

@@ -74,11 +74,6 @@ def stack_dir() -> Path:
     return tuneops_home() / "stack"
 
 
-def evidently_workspace_dir() -> Path:
-    """The Evidently workspace that monitoring writes to and ``evidently ui`` shows."""
-    return tuneops_home() / "evidently"
-
-
 def prefect_api_url() -> str | None:
     """The Prefect API to talk to: ``PREFECT_API_URL`` if set, else the server ``tuneops up``
     started (when it is still running), else None (Prefect's ephemeral server)."""
@@ -179,9 +174,9 @@ def _start_worker(options: StackOptions, api_url: str) -> ServiceRecord:
 
 
 def _start_evidently_ui(options: StackOptions) -> ServiceRecord:
-    from components.monitoring import ensure_project
+    from components.monitoring import ensure_project, workspace_dir
 
-    workspace = evidently_workspace_dir()
+    workspace = workspace_dir()
     # The project and its dashboard exist before the UI starts, so its first page already shows them.
     project_id = ensure_project(workspace)
     port = _port(options.evidently_port)
@@ -486,8 +481,9 @@ def run_up(config_path: str | None, overrides: list[str], prefect_port: int, evi
     )
     up(options)
     _print_status(status())
-    api = prefect_api_url()
-    print(f"\nexport PREFECT_API_URL={api}   # then: tuneops deploy")
+    server = _read_record("prefect-server")
+    if server is not None:
+        print(f"\nexport PREFECT_API_URL={server.extra['api_url']}   # then: tuneops deploy")
     return 0
 
 

@@ -1,0 +1,266 @@
+"""Serving benchmark: the BentoML service against a bare torch forward loop, same model, same run.
+
+    .venv/bin/python benchmarks/bench_serving.py [--model TAG] [--requests 1200] [--concurrency 1,8,32]
+
+What is measured, at each concurrency C (clients each sending one-text requests back to back):
+- service, adaptive batching on and off: requests/s, p50/p99 latency, non-2xx count, over real
+  HTTP on 127.0.0.1 (``tuneops serve --model TAG`` as a subprocess);
+- bare loop: ``torch.no_grad()`` forward passes in this process on batches of C texts (capped at
+  ``serving.max_batch_size``): what an ideal server that batches C simultaneous requests into one
+  forward pass, with no HTTP, JSON, validation or logging, would do. Its p50/p99 are per batch.
+  It is measured before and after the service runs; the spread shows how noisy the machine is.
+
+The ratio printed at the end is service (batching on) / bare loop at the highest concurrency,
+i.e. at saturation. The load generator runs on the same machine and takes CPU from the server,
+so on a small machine the ratio understates the service.
+
+The model: ``--model TAG`` from the store under $TUNEOPS_HOME (default: the champion). With no
+model at all, ``--quick-train`` fine-tunes MiniLM for a few steps into a temporary home first.
+The served process writes its prediction log into a temporary home, not into $TUNEOPS_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from components.home import configure_environment  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model tag; default: the champion")
+    parser.add_argument("--quick-train", action="store_true", help="no model? fine-tune one for a few steps")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--requests", type=int, default=1200, help="requests at the highest concurrency")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.concurrency.split(",")]
+
+    configure_environment()
+    tag = _model_tag(args)
+    from components import registry
+
+    model_dir = registry.verify_model(tag).model_dir
+    texts = _texts(4000)
+    import torch
+
+    print(f"model {tag}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    results: dict[str, dict[int, dict]] = {"bare (before)": {}, "service, batching on": {},
+                                            "service, batching off": {}, "bare (after)": {}}
+    for level in levels:
+        results["bare (before)"][level] = bare_loop(model_dir, texts, min(level, args.max_batch_size),
+                                                    _count(args.requests, level, levels))
+    for batching in (True, False):
+        name = f"service, batching {'on' if batching else 'off'}"
+        with Server(tag, batching, args.max_batch_size, args.port or _free_port()) as server:
+            for level in levels:
+                results[name][level] = asyncio.run(
+                    load(server.url, texts, level, _count(args.requests, level, levels)))
+    for level in levels:
+        results["bare (after)"][level] = bare_loop(model_dir, texts, min(level, args.max_batch_size),
+                                                   _count(args.requests, level, levels))
+    _report(results, levels)
+    return 0
+
+
+def bare_loop(model_dir: Path, texts: list[str], batch_size: int, requests: int) -> dict:
+    """Tokenize + forward + softmax on batches of ``batch_size`` texts, in this process."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    manifest = json.loads((model_dir / "tuneops.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    batches = max(3, requests // batch_size)
+    latencies = []
+    with torch.no_grad():
+        for warm in range(3):
+            _forward(model, tokenizer, texts[:batch_size], manifest["max_length"])
+        started = time.perf_counter()
+        for index in range(batches):
+            start = (index * batch_size) % (len(texts) - batch_size)
+            t0 = time.perf_counter()
+            _forward(model, tokenizer, texts[start:start + batch_size], manifest["max_length"])
+            latencies.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+    return _summary(latencies, batches * batch_size, elapsed, errors=0)
+
+
+def _forward(model, tokenizer, batch: list[str], max_length: int):
+    import torch
+
+    encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return torch.softmax(model(**encoded).logits, dim=-1).numpy()
+
+
+async def load(url: str, texts: list[str], concurrency: int, requests: int) -> dict:
+    """``concurrency`` clients send one-text requests until ``requests`` are done."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    next_index = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def client() -> None:
+            nonlocal next_index, errors
+            while next_index < requests:
+                index = next_index
+                next_index += 1
+                t0 = time.perf_counter()
+                async with session.post(f"{url}/classify", json={"texts": [texts[index % len(texts)]]}) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        warm = [session.post(f"{url}/classify", json={"texts": [text]}) for text in texts[:concurrency]]
+        for request in asyncio.as_completed([_read(call) for call in warm]):
+            await request
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return _summary(latencies, requests, elapsed, errors)
+
+
+async def _read(call) -> None:
+    async with call as response:
+        await response.read()
+
+
+class Server:
+    """``tuneops serve --model TAG`` on 127.0.0.1, its prediction log in a temporary home."""
+
+    def __init__(self, tag: str, batching: bool, max_batch_size: int, port: int) -> None:
+        self.tag, self.port = tag, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.overrides = [f"serving.adaptive_batching={str(batching).lower()}",
+                          f"serving.max_batch_size={max_batch_size}"]
+        self.home = tempfile.TemporaryDirectory(prefix="tuneops-bench-")
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Server":
+        env = {**os.environ, "TUNEOPS_HOME": self.home.name, "BENTOML_HOME": os.environ["BENTOML_HOME"]}
+        env.pop("TUNEOPS_API_TOKEN", None)
+        command = [sys.executable, "-m", "flows.cli", "serve", "--model", self.tag, "--port", str(self.port)]
+        for override in self.overrides:
+            command += ["--set", override]
+        self.log = open(Path(self.home.name) / "server.log", "w")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 180
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited: {(Path(self.home.name) / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit("server did not become ready in 180 s")
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the group this script started
+                self.process.wait()
+        self.log.close()
+        self.home.cleanup()
+
+
+def _summary(latencies: list[float], items: int, elapsed: float, errors: int) -> dict:
+    values = np.array(latencies) * 1000
+    return {"throughput": items / elapsed, "p50_ms": float(np.percentile(values, 50)),
+            "p99_ms": float(np.percentile(values, 99)), "errors": errors, "items": items}
+
+
+def _report(results: dict[str, dict[int, dict]], levels: list[int]) -> None:
+    print()
+    print(f"{'':24} {'concurrency':>11} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, by_level in results.items():
+        for level in levels:
+            row = by_level[level]
+            print(f"{name:24} {level:>11} {row['throughput']:>9.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+                  f"{row['errors']:>8}")
+    top = levels[-1]
+    bare = max(results["bare (before)"][top]["throughput"], results["bare (after)"][top]["throughput"])
+    on = results["service, batching on"][top]["throughput"]
+    off = results["service, batching off"][top]["throughput"]
+    print()
+    print(f"at concurrency {top}: service (batching on) / bare loop (best of before/after) = {on / bare:.2f}x "
+          f"(goal >= 0.7x)")
+    print(f"at concurrency {top}: batching on / batching off = {on / off:.2f}x")
+
+
+def _count(requests: int, level: int, levels: list[int]) -> int:
+    """Fewer requests at low concurrency, where each one is slow to come back."""
+    return max(100, int(requests * level / max(levels)))
+
+
+def _texts(rows: int) -> list[str]:
+    from components.demo_data import generate_reviews
+
+    return generate_reviews(rows, seed=99)["text"].tolist()
+
+
+def _model_tag(args) -> str:
+    from components import registry
+
+    if args.model:
+        return args.model
+    current = registry.champion()
+    if current is not None:
+        return current.tag
+    if not args.quick_train:
+        raise SystemExit("no champion and no --model; pass --quick-train to fine-tune a model for the benchmark")
+    return _quick_model()
+
+
+def _quick_model() -> str:
+    """Fine-tune MiniLM for 20 steps on demo reviews and package it (speed, not quality, matters here)."""
+    from components import registry
+    from components.config import TrainingConfig
+    from components.demo_data import generate_reviews
+    from components.training import finetune
+
+    frame = generate_reviews(360, seed=3)
+    labels = sorted(frame["label"].unique())
+    output = Path(tempfile.mkdtemp(prefix="tuneops-bench-model-"))
+    trained = finetune(frame.iloc[:300], frame.iloc[300:], labels, "packaged:all-MiniLM-L6-v2",
+                       TrainingConfig(max_steps=20, batch_size=16, max_length=128), output)
+    reference = frame.iloc[:300].assign(prediction=frame["label"].iloc[:300])
+    return registry.package_model(trained.path, {"run_id": "benchmark"}, reference).tag
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

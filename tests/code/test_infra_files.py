@@ -1,0 +1,272 @@
+"""The infrastructure files (infra/prefect.yaml, infra/docker-compose.yml, docker/*.Dockerfile,
+infra/kubernetes/*.yaml) parse and agree with each other and with the code. Docker and Kubernetes
+do not run here; these checks catch what would break them: a wrong name, path, port or label."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import MonitoringConfig, load_config
+from components.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+KUBERNETES = INFRA / "kubernetes"
+
+
+def _compose() -> dict:
+    return yaml.safe_load((INFRA / "docker-compose.yml").read_text())
+
+
+def _kubernetes_documents() -> list[dict]:
+    documents = []
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                documents.append({**document, "_file": path.name})
+    return documents
+
+
+def _dockerfile(name: str) -> list[tuple[str, str]]:
+    """(instruction, arguments) pairs, continuation lines joined, comments dropped."""
+    text = (ROOT / "docker" / name).read_text()
+    text = re.sub(r"\\\n", " ", text)
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            instructions.append((word.upper(), rest.strip()))
+    return instructions
+
+
+# ------------------------------------------------------------------------------ prefect.yaml
+
+
+def test_prefect_yaml_declares_retrain_weekly_and_monitor_hourly_matching_the_config_defaults():
+    from flows.deploy import read_deployments
+
+    specs = {spec.name: spec for spec in read_deployments()}
+    assert set(specs) == {"retrain", "monitor"}
+    defaults = MonitoringConfig()
+    assert specs["retrain"].cron == defaults.retrain_cron
+    assert specs["monitor"].cron == defaults.monitor_cron
+    minute, hour, day, month, weekday = specs["monitor"].cron.split()
+    assert minute.isdigit() and (hour, day, month, weekday) == ("*", "*", "*", "*"), "monitor: hourly"
+    minute, hour, day, month, weekday = specs["retrain"].cron.split()
+    assert minute.isdigit() and hour.isdigit() and (day, month) == ("*", "*") and weekday.isdigit(), "retrain: weekly"
+
+
+def test_prefect_yaml_entrypoints_name_the_flows_and_their_parameters():
+    from flows.deploy import read_deployments
+
+    expected_flow_names = {"retrain": "tuneops-retrain", "monitor": "tuneops-monitor"}
+    import importlib
+
+    for spec in read_deployments():
+        path, _, function = spec.entrypoint.partition(":")
+        assert (ROOT / path).is_file(), spec.entrypoint
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, function)
+        assert flow.name == expected_flow_names[spec.name]
+        accepted = set(inspect.signature(flow.fn).parameters)
+        assert set(spec.parameters) <= accepted, f"{spec.name}: parameters the flow does not take"
+        assert {"config_path", "overrides"} <= set(spec.parameters)
+
+
+def test_prefect_yaml_is_a_valid_prefect_project_file_with_one_pool_and_a_pull_step():
+    from flows.stack import WORK_POOL
+
+    document = yaml.safe_load((INFRA / "prefect.yaml").read_text())
+    assert document["prefect-version"] == metadata.version("prefect")
+    step = document["pull"][0]["prefect.deployments.steps.set_working_directory"]
+    assert step["directory"] == "{{ $TUNEOPS_PROJECT_DIR }}"
+    assert {entry["work_pool"]["name"] for entry in document["deployments"]} == {WORK_POOL}
+
+
+def test_deploy_takes_schedules_and_parameters_from_the_tuneops_config(tmp_path):
+    from flows.deploy import configure, read_deployments
+
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text("monitoring:\n  monitor_cron: '*/15 * * * *'\n  retrain_cron: '0 4 * * 0'\n")
+    config = load_config(config_file, ["training.max_steps=5"])
+    specs = {spec.name: configure(spec, config, str(config_file), ["training.max_steps=5"])
+             for spec in read_deployments()}
+    assert specs["monitor"].cron == "*/15 * * * *"
+    assert specs["retrain"].cron == "0 4 * * 0"
+    for spec in specs.values():
+        assert spec.parameters["config_path"] == str(config_file.resolve())
+        assert spec.parameters["overrides"] == ["training.max_steps=5"]
+        assert spec.job_variables["env"]["TUNEOPS_HOME"]
+
+
+def test_deploy_rejects_an_invalid_cron_in_one_line():
+    from flows.deploy import configure, read_deployments
+
+    config = load_config(None, ["monitoring.monitor_cron=every hour please"])
+    monitor = next(spec for spec in read_deployments() if spec.name == "monitor")
+    with pytest.raises(ConfigError, match="monitoring.monitor_cron.*not a valid cron"):
+        configure(monitor, config, None, [])
+
+
+def test_a_malformed_prefect_file_is_a_config_error(tmp_path):
+    from flows.deploy import read_deployments
+
+    broken = tmp_path / "prefect.yaml"
+    broken.write_text("deployments:\n  - name: retrain\n    entrypoint: flows/monitor_flow.py:retrain_pipeline\n")
+    with pytest.raises(ConfigError, match="needs exactly one cron schedule"):
+        read_deployments(broken)
+
+
+# ------------------------------------------------------------------------ docker-compose.yml
+
+
+def test_compose_runs_prefect_on_postgres_with_the_installed_prefect_version():
+    services = _compose()["services"]
+    server = services["prefect-server"]
+    assert server["image"] == f"prefecthq/prefect:{metadata.version('prefect')}-python3.11"
+    url = server["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert url.startswith("postgresql+asyncpg://") and "@postgres:5432/" in url
+    assert services["postgres"]["image"].startswith("postgres:") and "latest" not in services["postgres"]["image"]
+    assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_compose_has_the_whole_stack_and_every_reference_resolves():
+    compose = _compose()
+    services = compose["services"]
+    assert {"postgres", "prefect-server", "worker", "deploy", "serving", "evidently-ui"} <= set(services)
+    declared_volumes = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for dependency in service.get("depends_on") or {}:
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+        for volume in service.get("volumes") or []:
+            source = volume.split(":")[0]
+            assert source in declared_volumes, f"{name} mounts undeclared volume {source}"
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+        image = service.get("image", "")
+        assert image and not image.endswith(":latest") and ":" in image, f"{name}: pin the image tag"
+        build = service.get("build")
+        if build:
+            dockerfile = (INFRA / build["context"] / build["dockerfile"]).resolve()
+            assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
+
+
+def test_compose_tuneops_services_share_the_state_volume_and_the_worker_polls_the_deployments_pool():
+    from flows.stack import WORK_POOL
+
+    services = _compose()["services"]
+    for name in ("worker", "deploy", "serving", "evidently-ui"):
+        assert "tuneops-data:/data" in services[name]["volumes"], name
+        assert services[name]["environment"]["TUNEOPS_HOME"] == "/data", name
+    command = services["worker"]["command"]
+    assert command[:3] == ["prefect", "worker", "start"]
+    assert command[command.index("--pool") + 1] == WORK_POOL
+    assert command[command.index("--type") + 1] == "process"
+    assert services["worker"]["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert services["deploy"]["command"] == ["tuneops", "deploy"]
+    ui = services["evidently-ui"]["command"]
+    assert ui[:2] == ["evidently", "ui"] and ui[ui.index("--workspace") + 1] == "/data/evidently"
+
+
+# ------------------------------------------------------------------------------ Dockerfiles
+
+
+def test_worker_dockerfile_installs_the_lock_and_runs_a_worker_where_the_pull_step_points():
+    from flows.stack import WORK_POOL
+
+    instructions = _dockerfile("worker.Dockerfile")
+    base = next(arguments for word, arguments in instructions if word == "FROM")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base
+    runs = " ".join(arguments for word, arguments in instructions if word == "RUN")
+    assert "-r requirements.lock" in runs and "--no-deps -e ." in runs
+    copied = " ".join(arguments for word, arguments in instructions if word == "COPY")
+    for directory in ("components", "flows", "serving", "infra", "requirements.lock"):
+        assert directory in copied and (ROOT / directory).exists(), directory
+    environment = " ".join(arguments for word, arguments in instructions if word == "ENV")
+    workdir = next(arguments for word, arguments in instructions if word == "WORKDIR")
+    assert f"TUNEOPS_PROJECT_DIR={workdir}" in environment
+    assert "TUNEOPS_HOME=/data" in environment
+    user = [arguments for word, arguments in instructions if word == "USER"]
+    assert user and user[-1] not in ("root", "0"), "the worker runs as a non-root user"
+    command = json.loads(next(arguments for word, arguments in instructions if word == "CMD"))
+    assert command[:3] == ["prefect", "worker", "start"] and command[command.index("--pool") + 1] == WORK_POOL
+
+
+# ------------------------------------------------------------------------------- Kubernetes
+
+
+def test_kubernetes_manifests_parse_and_live_in_one_namespace():
+    documents = _kubernetes_documents()
+    kinds = {(document["kind"], document["metadata"]["name"]) for document in documents}
+    assert ("Deployment", "tuneops-worker") in kinds
+    assert ("Deployment", "tuneops-serving") in kinds
+    assert ("Service", "tuneops-serving") in kinds
+    assert ("HorizontalPodAutoscaler", "tuneops-serving") in kinds
+    for document in documents:
+        assert document.get("apiVersion") and document["metadata"].get("name"), document["_file"]
+        if document["kind"] != "Namespace":
+            assert document["metadata"].get("namespace") == "tuneops", document["_file"]
+
+
+def test_kubernetes_selectors_ports_volumes_and_scaling_target_agree():
+    documents = _kubernetes_documents()
+    by_kind: dict[str, dict[str, dict]] = {}
+    for document in documents:
+        by_kind.setdefault(document["kind"], {})[document["metadata"]["name"]] = document
+    for name, deployment in by_kind["Deployment"].items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), f"{name}: selector does not match its pods"
+        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+            assert claim is None or claim in by_kind["PersistentVolumeClaim"], f"{name}: unknown claim {claim}"
+    serving = by_kind["Deployment"]["tuneops-serving"]
+    service = by_kind["Service"]["tuneops-serving"]
+    pod_labels = serving["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    container = serving["spec"]["template"]["spec"]["containers"][0]
+    port_names = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert all(port["targetPort"] in port_names for port in service["spec"]["ports"])
+    assert port_names["http"] == 3000  # the port the serving image listens on (serving.port default)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    hpa = by_kind["HorizontalPodAutoscaler"]["tuneops-serving"]
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "tuneops-serving")
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert "resources" in container and container["resources"]["requests"]["cpu"], "HPA needs CPU requests"
+
+
+def test_kubernetes_worker_uses_a_kubernetes_pool_that_the_deploy_job_targets_with_rbac():
+    documents = _kubernetes_documents()
+    by_kind: dict[str, dict[str, dict]] = {}
+    for document in documents:
+        by_kind.setdefault(document["kind"], {})[document["metadata"]["name"]] = document
+    worker = by_kind["Deployment"]["tuneops-worker"]["spec"]["template"]["spec"]
+    command = worker["containers"][0]["command"]
+    assert command[command.index("--type") + 1] == "kubernetes"
+    pool = command[command.index("--pool") + 1]
+    deploy = by_kind["Job"]["tuneops-deploy"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert deploy[:2] == ["tuneops", "deploy"] and deploy[deploy.index("--pool") + 1] == pool
+    assert worker["serviceAccountName"] in by_kind["ServiceAccount"]
+    binding = next(iter(by_kind["RoleBinding"].values()))
+    assert binding["roleRef"]["name"] in by_kind["Role"]
+    assert {subject["name"] for subject in binding["subjects"]} == {worker["serviceAccountName"]}
+    verbs = {verb for rule in next(iter(by_kind["Role"].values()))["rules"] if "jobs" in rule["resources"]
+             for verb in rule["verbs"]}
+    assert {"create", "get", "watch", "delete"} <= verbs
+
+
+def test_kubernetes_readme_covers_every_manifest():
+    readme = (KUBERNETES / "README.md").read_text()
+    for path in KUBERNETES.glob("*.yaml"):
+        assert path.name in readme, f"README does not mention {path.name}"
+    assert "HorizontalPodAutoscaler" in readme and "work pool" in readme
