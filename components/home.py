@@ -39,8 +39,11 @@ def configure_environment() -> None:
     home = tuneops_home()
     os.environ.setdefault("BENTOML_HOME", str(home / "bentoml"))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # Prefect's SQLite database cannot create its parent directory itself.
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     # Telemetry would try the network; tuneops runs offline by default.
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

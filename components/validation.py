@@ -187,6 +187,16 @@ class ValidationReport(BaseModel):
         lines.append(f"result: {self.json_path}")
         return lines
 
+    def warnings_lines(self) -> list[str]:
+        """One line per failed warn-severity check (all its splits together), for the run record."""
+        lines = []
+        for outcomes in _grouped(self.warnings):
+            first = outcomes[0]
+            counts = ", ".join(o.count_text() for o in outcomes)
+            example = f"; e.g. {', '.join(first.examples)}" if first.examples else ""
+            lines.append(f"validation warning: {first.name} [{first.column or '-'}: {counts}] {first.message}{example}")
+        return lines
+
     def to_json(self) -> str:
         """The whole report as JSON (what is written to ``json_path``)."""
         return self.model_dump_json(indent=2)

@@ -10,12 +10,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from components import baseline as baseline_component
 from components import evaluation, gate, registry, selection, training, validation
 from components.config import PipelineConfig, load_config
 from components.data import LABEL, TEXT, DatasetSplits, as_validated, load_data
-from components.errors import ConfigError, ValidationBlocked
+from components.errors import ConfigError, TuneopsError, ValidationBlocked
 from components.home import demo_dir, run_dir
 from components.predictor import Predictor
 from components.run_record import RunRecord, new_run_id
@@ -91,6 +92,12 @@ def train_pipeline(
     logger.info("run %s: record in %s", run_id, record.run_dir)
     try:
         _run_stages(config, record, previous.get("base_checkpoint") if resume else None, resume)
+    except TuneopsError as error:
+        # A problem the user can act on: the flow run ends Failed with the one-line message, and
+        # the caller gets the error back, without Prefect logging a traceback for it.
+        record.finish("failed", error=str(error))
+        logger.error("run %s failed: %s", run_id, error)
+        return Failed(message=str(error), data=error)
     except BaseException as error:
         record.finish("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
         raise

@@ -389,7 +389,10 @@ def test_class_imbalance_is_a_warning_by_default(tmp_path, frames):
     assert report.passed  # a warning does not block
     warning = report.warnings[0]
     assert warning.name == "class_imbalance" and warning.examples[0].startswith("'neutral' 21 vs 'positive'")
-    assert "class_imbalance" in report.summary_line or "1 warning" in report.summary_line
+    assert report.summary_line.endswith("1 warning)")
+    assert report.warnings_lines() == [
+        f"validation warning: class_imbalance [label: train 1 class] {warning.message}; e.g. {warning.examples[0]}"
+    ]
 
 
 @pytest.mark.parametrize(
