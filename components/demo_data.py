@@ -68,11 +68,46 @@ CLOSERS = {
     "negative": ["Avoid.", "Asking for a refund.", "Never again.", "", "Not worth it."],
     "neutral": ["It's fine.", "Might buy again, might not.", "", "Average overall.", "Okay for now."],
 }
-# Reviews that say one thing and mean another keep the task from being a keyword lookup.
-CONTRAST = {
-    "positive": "At first I was unsure about the {a}, but it turned out great.",
-    "negative": "Looks nice, but the {a} failed within a month.",
-    "neutral": "The {a} is good, the rest is mediocre.",
+# Many ways to say good and bad: a pretrained encoder knows that "superb" and "stellar" agree,
+# a bag of words has to see each one in training.
+GOOD = [
+    "great", "excellent", "superb", "fantastic", "wonderful", "outstanding", "brilliant", "terrific",
+    "impressive", "solid", "delightful", "flawless", "sturdy", "reliable", "top-notch", "first-rate",
+    "lovely", "marvellous", "stellar", "splendid", "well made", "a joy to use", "spot on", "perfect",
+]
+BAD = [
+    "awful", "terrible", "dreadful", "poor", "flimsy", "useless", "disappointing", "shoddy", "horrible",
+    "defective", "faulty", "mediocre at best", "a letdown", "abysmal", "subpar", "broken", "pathetic",
+    "unreliable", "frustrating", "cheaply made", "a nightmare", "worthless", "wobbly", "lousy",
+]
+# Reviews whose words point both ways, where order and negation decide the label: the part of the
+# task a bag of words gets wrong and a fine-tuned encoder learns.
+COMPOSED_OPENERS = [
+    "I bought this {p} last month.", "Got the {p} as a gift.", "Here is my take on the {p}.",
+    "Used the {p} for a few weeks now.", "Ordered the {p} after reading reviews.", "Update on the {p}.",
+]
+COMPOSED = {
+    "positive": [
+        "I feared the {a} would be {bad}, but it turned out {good}.",
+        "The {a} is not {bad} at all; honestly it is {good}.",
+        "Others called the {a} {bad}. Mine is {good}.",
+        "Expected {bad}, got {good}: the {a} surprised me.",
+        "Never {bad}, always {good}, that is the {a}.",
+    ],
+    "negative": [
+        "I hoped the {a} would be {good}, but it turned out {bad}.",
+        "The {a} is not {good} at all; honestly it is {bad}.",
+        "Others called the {a} {good}. Mine is {bad}.",
+        "Expected {good}, got {bad}: the {a} let me down.",
+        "Never {good}, always {bad}, that is the {a}.",
+    ],
+    "neutral": [
+        "Some days the {a} is {good}, some days {bad}.",
+        "The {a} is neither {good} nor {bad}.",
+        "Half of it is {good}, the {a} is {bad}, so it evens out.",
+        "Not {good}, not {bad}; the {a} just exists.",
+        "The {a}: {good} in theory, {bad} in practice, average overall.",
+    ],
 }
 # Regional writing habits: slices differ in style as well as in size.
 REGION_SUFFIX = {
@@ -91,7 +126,7 @@ DRIFT_LINES = [
 ]
 
 
-def generate_reviews(rows: int = 3600, seed: int = 7, label_noise: float = 0.04) -> pd.DataFrame:
+def generate_reviews(rows: int = 3600, seed: int = 7, label_noise: float = 0.02) -> pd.DataFrame:
     """Return ``rows`` synthetic reviews with columns id, text, label, product_category, region.
 
     The same ``rows`` and ``seed`` always give the same frame.
@@ -146,18 +181,21 @@ def write_demo_dataset(directory: Path, rows: int = 3600, seed: int = 7) -> Path
 def _review(rng: random.Random, label: str, category: str, region: str) -> str:
     product = rng.choice(PRODUCTS[category])
     aspect, second = rng.sample(ASPECTS[category], 2)
-    parts = [rng.choice(OPENERS[label]).format(p=product, n=rng.choice(NAMES))]
-    if rng.random() < 0.15:
-        parts.append(CONTRAST[label].format(a=aspect))
+    if rng.random() < 0.45:
+        parts = [
+            rng.choice(COMPOSED_OPENERS).format(p=product),
+            rng.choice(COMPOSED[label]).format(a=aspect, good=rng.choice(GOOD), bad=rng.choice(BAD)),
+        ]
     else:
+        parts = [rng.choice(OPENERS[label]).format(p=product, n=rng.choice(NAMES))]
         parts.append(rng.choice(ASPECT_LINES[label]).format(a=aspect))
-    if rng.random() < 0.4:
-        # A second aspect, sometimes of the opposite tone: real reviews are rarely one-note.
-        tone = label if rng.random() < 0.7 else rng.choice(LABELS)
-        parts.append(rng.choice(ASPECT_LINES[tone]).format(a=second))
-    closer = rng.choice(CLOSERS[label])
-    if closer:
-        parts.append(closer)
+        if rng.random() < 0.4:
+            # A second aspect, sometimes of another tone: real reviews are rarely one-note.
+            tone = label if rng.random() < 0.7 else rng.choice(LABELS)
+            parts.append(rng.choice(ASPECT_LINES[tone]).format(a=second))
+        closer = rng.choice(CLOSERS[label])
+        if closer:
+            parts.append(closer)
     text = " ".join(parts) + rng.choice(REGION_SUFFIX[region])
     if rng.random() < 0.1:
         text = text.lower()

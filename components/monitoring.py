@@ -355,11 +355,9 @@ def merge_feedback(data: DataConfig, feedback_path: str | Path, output_dir: Path
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / "training-data.csv"
     merged.to_csv(target, index=False)
-    overrides = [f"data.path={target}", "data.format=csv"]
-    if data.groups:
-        overrides.append(f"data.group_columns=[{', '.join(data.groups)}]")
-    else:
-        overrides.append("data.group_columns=[]")
+    # JSON is valid YAML: paths and column names with ':' or ',' survive the --set parser quoted.
+    overrides = [f"data.path={json.dumps(str(target))}", "data.format=csv",
+                 f"data.group_columns={json.dumps(list(data.groups))}"]
     return FeedbackMerge(target, overrides, len(base), len(rows), len(feedback) - len(rows))
 
 

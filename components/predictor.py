@@ -55,10 +55,15 @@ class Predictor:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = Path(path)
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = cls.read_manifest(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
         return cls(model, tokenizer, manifest["labels"], manifest.get("max_length", 128), pick_device(device), manifest)
+
+    @staticmethod
+    def read_manifest(path: str | Path) -> dict[str, Any]:
+        """The ``tuneops.json`` of a model directory: labels, max length, base checkpoint."""
+        return json.loads((Path(path) / MANIFEST).read_text())
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write weights (safetensors), tokenizer and the manifest (labels, max length, extra)."""

@@ -195,6 +195,7 @@ def deploy(
     overrides: Optional[list[str]] = SetOption,
     pool: Optional[str] = typer.Option(None, help="Work pool to use instead of infra/prefect.yaml's (must exist)."),
     image: Optional[str] = typer.Option(None, help="Job image, for a Docker or Kubernetes work pool."),
+    paused: bool = typer.Option(False, "--paused", help="Register with schedules paused (runs only when asked)."),
 ) -> None:
     """Register the retrain and monitor deployments (infra/prefect.yaml) with the Prefect server."""
 
@@ -205,7 +206,7 @@ def deploy(
         _configure_logging()
         from flows.deploy import run_deploy
 
-        return run_deploy(str(config) if config else None, list(overrides or []), pool, image)
+        return run_deploy(str(config) if config else None, list(overrides or []), pool, image, paused)
 
     guarded(body)
 

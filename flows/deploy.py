@@ -114,12 +114,13 @@ def configure(spec: DeploymentSpec, config: PipelineConfig, config_path: str | N
 
 
 def deploy(config_path: str | None, overrides: list[str], api_url: str, prefect_file: Path = PREFECT_FILE,
-           work_pool: str | None = None, image: str | None = None) -> list[Registered]:
+           work_pool: str | None = None, image: str | None = None, paused: bool = False) -> list[Registered]:
     """Register every deployment of ``prefect_file`` with the server at ``api_url``.
 
     ``work_pool`` replaces the file's pool (it must exist then: a Kubernetes or Docker pool is
     the user's to create); ``image`` is the job image for such a pool. The file's own pool is
-    created as a process pool when missing.
+    created as a process pool when missing. ``paused`` registers them with their schedules
+    paused: they run only when asked (the monitor's trigger, the UI, ``prefect deployment run``).
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -136,7 +137,7 @@ def deploy(config_path: str | None, overrides: list[str], api_url: str, prefect_
         _check_server(api_url)
         for pool in sorted({spec.work_pool for spec in specs}):
             ensure_work_pool(pool, create=work_pool is None)
-        registered = [_apply(spec) for spec in specs]
+        registered = [_apply(spec, paused) for spec in specs]
     # The monitor flow writes into this project; creating it now lets the Evidently UI show its
     # dashboard before the first monitor run.
     ensure_project()
@@ -163,7 +164,7 @@ def ensure_work_pool(name: str, create: bool = True) -> None:
             pass
 
 
-def _apply(spec: DeploymentSpec) -> Registered:
+def _apply(spec: DeploymentSpec, paused: bool) -> Registered:
     from prefect.deployments.runner import RunnerDeployment
     from prefect.runner.storage import LocalStorage
     from prefect.schedules import Cron
@@ -180,6 +181,7 @@ def _apply(spec: DeploymentSpec) -> Registered:
         work_queue_name=spec.work_queue,
         job_variables=spec.job_variables,
         concurrency_limit=spec.concurrency_limit,
+        paused=paused,
     )
     deployment_id = deployment.apply()
     return Registered(f"{deployment.flow_name}/{spec.name}", str(deployment_id), spec.cron, spec.work_pool)
@@ -208,14 +210,15 @@ def _check_cron(cron: str, key: str) -> None:
 
 
 def run_deploy(config_path: str | None, overrides: list[str], work_pool: str | None = None,
-               image: str | None = None) -> int:
+               image: str | None = None, paused: bool = False) -> int:
     """``tuneops deploy``: register the deployments and print them."""
     from flows.stack import prefect_api_url
 
     api_url = prefect_api_url()
     if not api_url:
         raise ConfigError("deploy: no Prefect server: set PREFECT_API_URL or start one with `tuneops up`")
-    for entry in deploy(config_path, overrides, api_url, work_pool=work_pool, image=image):
-        print(f"deployed {entry.name} (cron '{entry.cron}', pool {entry.work_pool}, id {entry.deployment_id})")
+    for entry in deploy(config_path, overrides, api_url, work_pool=work_pool, image=image, paused=paused):
+        schedule = f"cron '{entry.cron}'" + (", paused" if paused else "")
+        print(f"deployed {entry.name} ({schedule}, pool {entry.work_pool}, id {entry.deployment_id})")
     print(f"server: {api_url}")
     return 0

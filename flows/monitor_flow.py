@@ -45,15 +45,46 @@ def _retry_unless_missing(task, task_run, state) -> bool:
 # Talking to the Prefect API is the one step here whose I/O can fail transiently.
 @task(name="trigger-retrain", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=_retry_unless_missing)
-def trigger_retrain_task(parameters: dict[str, Any], reason: str) -> str:
-    """Create a run of the retrain deployment (returns at once, the worker runs it)."""
+def trigger_retrain_task(parameters: dict[str, Any], reason: str) -> tuple[str, bool]:
+    """Create a run of the retrain deployment (returns at once, the worker runs it), unless one is
+    already running or due: then that run's id. Returns (flow run id, created)."""
     from prefect.deployments import run_deployment
 
+    pending = retrain_in_progress()
+    if pending is not None:
+        return pending, False
     flow_run = run_deployment(
         RETRAIN_DEPLOYMENT, parameters={**parameters, "reason": reason}, timeout=0, as_subflow=False,
         tags=["tuneops", "triggered-by-monitor"],
     )
-    return str(flow_run.id)
+    return str(flow_run.id), True
+
+
+def retrain_in_progress() -> str | None:
+    """A retrain flow run that is running, starting, or scheduled for now or earlier.
+
+    Drift that persists would otherwise queue a retrain every monitor run while the first one
+    still trains. Runs the scheduler created for future weeks do not count.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    active = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["tuneops-retrain"])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=active))),
+            limit=200,
+        )
+    now = datetime.now(timezone.utc)
+    for run in runs:
+        due = run.expected_start_time is None or run.expected_start_time <= now
+        if run.state_type != StateType.SCHEDULED or due:
+            return str(run.id)
+    return None
 
 
 @flow(name="tuneops-monitor", log_prints=True)
@@ -80,8 +111,13 @@ def monitor_pipeline(config_path: str | None = None, overrides: list[str] | None
         parameters = {"config_path": config_path, "overrides": list(overrides or []),
                       "feedback_path": config.monitoring.feedback_path}
         try:
-            report.retrain_flow_run_id = trigger_retrain_task(parameters, "; ".join(report.reasons))
-            logger.info("monitor %s: started retrain flow run %s", run_id, report.retrain_flow_run_id)
+            report.retrain_flow_run_id, created = trigger_retrain_task(parameters, "; ".join(report.reasons))
+            if created:
+                logger.info("monitor %s: started retrain flow run %s", run_id, report.retrain_flow_run_id)
+            else:
+                report.notes.append(f"a retrain is already running or due (flow run {report.retrain_flow_run_id}); "
+                                    "no second one was started")
+                logger.info(report.notes[-1])
         except ObjectNotFound:
             triggered = False
             report.notes.append(f"retraining is due but the deployment {RETRAIN_DEPLOYMENT} is not registered "

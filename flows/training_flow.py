@@ -32,8 +32,8 @@ def load_data_task(config: PipelineConfig) -> DatasetSplits:
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_task(splits: DatasetSplits, config: PipelineConfig, output_dir: Path):
-    return validation.validate_data(splits, config.validation, output_dir)
+def validate_task(splits: DatasetSplits, config: PipelineConfig, output_dir: Path, previous_labels: list[str] | None):
+    return validation.validate_data(splits, config.validation, output_dir, previous_labels)
 
 
 @task(name="select-model", cache_policy=NO_CACHE)
@@ -118,8 +118,12 @@ def _run_stages(config: PipelineConfig, record: RunRecord, resumed_choice: str |
         record.lineage["data_source"] = splits.source
         record.fields["data"] = {"sizes": splits.sizes(), "source": splits.source}
 
+    champion = registry.champion()
+    champion_dir = registry.champion_model_dir()
     with stage("validate"):
-        report = validate_task(splits, config, directory / "validation")
+        # Later runs must keep the champion's label set, unless the config declares a new one.
+        previous_labels = Predictor.read_manifest(champion_dir)["labels"] if champion_dir else None
+        report = validate_task(splits, config, directory / "validation", previous_labels)
         record.add_report("Data validation (Great Expectations data docs)", report.html_path, "validate")
         record.add_report("Data validation result (JSON)", report.json_path, "validate")
         record.warnings.extend(report.warnings_lines())
@@ -128,8 +132,6 @@ def _run_stages(config: PipelineConfig, record: RunRecord, resumed_choice: str |
             raise ValidationBlocked(validation.blocking_message(report))
     splits = as_validated(splits)
 
-    champion = registry.champion()
-    champion_dir = registry.champion_model_dir()
     with stage("select_model"):
         # On --resume the interrupted run's choice is kept, so that its training checkpoints fit.
         chosen = resumed_choice

@@ -85,8 +85,9 @@ def test_feedback_on_the_demo_data_keeps_the_demo_groups(tmp_path):
     merged = monitoring.merge_feedback(DataConfig(demo_rows=300), tmp_path / "fb.jsonl", tmp_path / "merged",
                                        demo_directory=tmp_path / "demo")
     assert merged.base_rows == 300 and merged.feedback_rows == 2
-    assert "data.group_columns=[product_category, region]" in merged.overrides
-    assert load_config(None, merged.overrides).data.groups == ["product_category", "region"]
+    config = load_config(None, merged.overrides)
+    assert config.data.groups == ["product_category", "region"]
+    assert config.data.path == str(merged.path) and merged.path.is_file()
 
 
 def test_feedback_without_a_label_column_is_one_clear_error(tmp_path):

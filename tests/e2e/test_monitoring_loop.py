@@ -246,6 +246,12 @@ def test_drifted_traffic_triggers_a_retrain_whose_champion_is_served(stack):
     assert report["retrain"] is True and report["retrain_flow_run_id"], report
     assert report["feedback"]["rows"] == 120
 
+    # Drift persists while the retrain trains: the next monitor run does not queue a second one.
+    classify(stack["serving_url"], generate_drifted_texts(60, seed=12))
+    _, again = run_monitor(stack)
+    assert again["retrain"] is True and again["retrain_flow_run_id"] == report["retrain_flow_run_id"], again
+    assert any("already running or due" in note for note in again["notes"])
+
     with httpx.Client(base_url=stack["api_url"], timeout=30) as client:
         retrain = _wait_for_flow_run(client, report["retrain_flow_run_id"], timeout_s=1200)
     assert retrain["state_type"] == "COMPLETED", retrain["state"]
@@ -257,6 +263,7 @@ def test_drifted_traffic_triggers_a_retrain_whose_champion_is_served(stack):
     assert str(stack["home"] / "monitoring" / "retrain-data") in summary["data"]["source"]
     new_champion = json.loads((stack["home"] / "champion.json").read_text())["tag"]
     assert new_champion == summary["model_tag"] != stack["champion"]
+    assert len(_flow_runs_of(stack["api_url"], "tuneops-retrain")) == 1
 
     # The running service switches to the new champion without a restart.
     deadline = time.monotonic() + 180
