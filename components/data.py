@@ -320,10 +320,14 @@ def describe_splits(splits: DatasetSplits) -> str:
 
 
 def as_validated(splits: DatasetSplits) -> DatasetSplits:
-    """The splits with ``text`` and ``label`` as strings: call once validation has passed."""
+    """The splits with ``text`` and ``label`` as strings: call once validation has passed.
+
+    Rows without a text or a label are dropped: with ``validation.on_failure: warn`` they may have
+    got this far, and a missing label must never become a class called "nan".
+    """
     frames = {}
     for name, frame in splits.items():
-        frame = frame.copy()
+        frame = frame.dropna(subset=[TEXT, LABEL]).copy()
         frame[TEXT] = frame[TEXT].astype(str)
         frame[LABEL] = frame[LABEL].astype(str)
         frames[name] = frame
