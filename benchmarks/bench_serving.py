@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1200, help="requests at the highest concurrency")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="intra-op threads, same for the bare loop and the service; 0 = torch's default")
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
 
@@ -60,6 +62,8 @@ def main() -> int:
     texts = _texts(4000)
     import torch
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     print(f"model {tag}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -70,7 +74,7 @@ def main() -> int:
                                                     _count(args.requests, level, levels))
     for batching in (True, False):
         name = f"service, batching {'on' if batching else 'off'}"
-        with Server(tag, batching, args.max_batch_size, args.port or _free_port()) as server:
+        with Server(tag, batching, args.max_batch_size, args.port or _free_port(), args.torch_threads) as server:
             for level in levels:
                 results[name][level] = asyncio.run(
                     load(server.url, texts, level, _count(args.requests, level, levels)))
@@ -149,11 +153,11 @@ async def _read(call) -> None:
 class Server:
     """``tuneops serve --model TAG`` on 127.0.0.1, its prediction log in a temporary home."""
 
-    def __init__(self, tag: str, batching: bool, max_batch_size: int, port: int) -> None:
+    def __init__(self, tag: str, batching: bool, max_batch_size: int, port: int, torch_threads: int) -> None:
         self.tag, self.port = tag, port
         self.url = f"http://127.0.0.1:{port}"
         self.overrides = [f"serving.adaptive_batching={str(batching).lower()}",
-                          f"serving.max_batch_size={max_batch_size}"]
+                          f"serving.max_batch_size={max_batch_size}", f"serving.torch_threads={torch_threads}"]
         self.home = tempfile.TemporaryDirectory(prefix="tuneops-bench-")
         self.process: subprocess.Popen | None = None
 

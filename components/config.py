@@ -250,6 +250,9 @@ class ServingConfig(Section):
         "TUNEOPS_API_TOKEN", min_length=1, description="env var with the bearer token; unset/empty = no auth"
     )
     workers: int = Field(1, ge=1, le=64, description="server processes; torch already uses every core in one")
+    # On a machine shared with other busy processes, torch's default (one thread per core)
+    # stalls in its thread barriers; 1 thread is then faster and steadier (docs/serving.md).
+    torch_threads: int = Field(0, ge=0, le=256, description="intra-op threads for inference; 0 = torch's default")
     request_timeout_s: int = Field(60, ge=1, le=3600)
     reload_check_s: float = Field(1.0, gt=0, le=3600, description="how often the champion pointer is checked")
 

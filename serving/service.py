@@ -47,6 +47,10 @@ class TuneopsClassifier:
     def __init__(self) -> None:
         _share_bentoml_logging()
         self.config = CONFIG
+        if CONFIG.torch_threads:
+            import torch
+
+            torch.set_num_threads(CONFIG.torch_threads)
         self.metrics = service_metrics()
         self.log = PredictionLog(prediction_log_dir())
         self.holder = ModelHolder(
