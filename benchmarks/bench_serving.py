@@ -48,7 +48,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=1200, help="requests at the highest concurrency")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best is reported")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="intra-op threads, same for the bare loop and the service; 0 = torch's default")
     args = parser.parse_args()
@@ -67,45 +67,52 @@ def main() -> int:
     print(f"model {tag}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    results: dict[str, dict[int, dict]] = {"bare (before)": {}, "service, batching on": {},
-                                            "service, batching off": {}, "bare (after)": {}}
-    for level in levels:
-        results["bare (before)"][level] = bare_loop(model_dir, texts, min(level, args.max_batch_size),
-                                                    _count(args.requests, level, levels))
-    for batching in (True, False):
-        name = f"service, batching {'on' if batching else 'off'}"
-        with Server(tag, batching, args.max_batch_size, args.port or _free_port(), args.torch_threads) as server:
-            for level in levels:
-                results[name][level] = asyncio.run(
-                    load(server.url, texts, level, _count(args.requests, level, levels)))
-    for level in levels:
-        results["bare (after)"][level] = bare_loop(model_dir, texts, min(level, args.max_batch_size),
-                                                   _count(args.requests, level, levels))
-    _report(results, levels)
+    bare = BareLoop(model_dir)
+    names = ["bare loop", "service, batching on", "service, batching off"]
+    rounds: dict[str, dict[int, list[dict]]] = {name: {level: [] for level in levels} for name in names}
+    with Server(tag, True, args.max_batch_size, _free_port(), args.torch_threads) as batching_on, \
+            Server(tag, False, args.max_batch_size, _free_port(), args.torch_threads) as batching_off:
+        # Rounds interleave the three, so a burst of other work on the machine hits all of them.
+        for level in levels:
+            requests = _count(args.requests, level, levels)
+            for _ in range(args.rounds):
+                rounds["bare loop"][level].append(bare.run(texts, min(level, args.max_batch_size), requests))
+                for name, server in (("service, batching on", batching_on), ("service, batching off", batching_off)):
+                    rounds[name][level].append(asyncio.run(load(server.url, texts, level, requests)))
+                print(f"  concurrency {level}: " + ", ".join(
+                    f"{name} {rounds[name][level][-1]['throughput']:.0f}/s" for name in names), flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    _report(rounds, levels)
     return 0
 
 
-def bare_loop(model_dir: Path, texts: list[str], batch_size: int, requests: int) -> dict:
-    """Tokenize + forward + softmax on batches of ``batch_size`` texts, in this process."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+class BareLoop:
+    """Tokenize + forward + softmax under ``torch.no_grad()``, in this process, no server."""
 
-    manifest = json.loads((model_dir / "tuneops.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    batches = max(3, requests // batch_size)
-    latencies = []
-    with torch.no_grad():
-        for warm in range(3):
-            _forward(model, tokenizer, texts[:batch_size], manifest["max_length"])
-        started = time.perf_counter()
-        for index in range(batches):
-            start = (index * batch_size) % (len(texts) - batch_size)
-            t0 = time.perf_counter()
-            _forward(model, tokenizer, texts[start:start + batch_size], manifest["max_length"])
-            latencies.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - started
-    return _summary(latencies, batches * batch_size, elapsed, errors=0)
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.max_length = json.loads((model_dir / "tuneops.json").read_text())["max_length"]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def run(self, texts: list[str], batch_size: int, requests: int) -> dict:
+        """Batches of ``batch_size`` texts back to back; latency is per batch."""
+        import torch
+
+        batches = max(3, requests // batch_size)
+        latencies = []
+        with torch.no_grad():
+            for _ in range(2):
+                _forward(self.model, self.tokenizer, texts[:batch_size], self.max_length)
+            started = time.perf_counter()
+            for index in range(batches):
+                start = (index * batch_size) % (len(texts) - batch_size)
+                t0 = time.perf_counter()
+                _forward(self.model, self.tokenizer, texts[start:start + batch_size], self.max_length)
+                latencies.append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - started
+        return _summary(latencies, batches * batch_size, elapsed, errors=0)
 
 
 def _forward(model, tokenizer, batch: list[str], max_length: int):
@@ -202,21 +209,25 @@ def _summary(latencies: list[float], items: int, elapsed: float, errors: int) ->
             "p99_ms": float(np.percentile(values, 99)), "errors": errors, "items": items}
 
 
-def _report(results: dict[str, dict[int, dict]], levels: list[int]) -> None:
+def _report(rounds: dict[str, dict[int, list[dict]]], levels: list[int]) -> None:
+    """Per configuration and concurrency: the best round (least disturbed by other work on the
+    machine) with its latencies, and the median round's throughput."""
+    best = {name: {level: max(runs, key=lambda run: run["throughput"]) for level, runs in by_level.items()}
+            for name, by_level in rounds.items()}
     print()
-    print(f"{'':24} {'concurrency':>11} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, by_level in results.items():
+    print(f"{'':24} {'concurrency':>11} {'texts/s':>9} {'(median)':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, by_level in rounds.items():
         for level in levels:
-            row = by_level[level]
-            print(f"{name:24} {level:>11} {row['throughput']:>9.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
-                  f"{row['errors']:>8}")
+            row = best[name][level]
+            median = float(np.median([run["throughput"] for run in by_level[level]]))
+            errors = sum(run["errors"] for run in by_level[level])
+            print(f"{name:24} {level:>11} {row['throughput']:>9.1f} {median:>9.1f} {row['p50_ms']:>8.1f} "
+                  f"{row['p99_ms']:>8.1f} {errors:>8}")
     top = levels[-1]
-    bare = max(results["bare (before)"][top]["throughput"], results["bare (after)"][top]["throughput"])
-    on = results["service, batching on"][top]["throughput"]
-    off = results["service, batching off"][top]["throughput"]
+    on, off = best["service, batching on"][top]["throughput"], best["service, batching off"][top]["throughput"]
+    bare = best["bare loop"][top]["throughput"]
     print()
-    print(f"at concurrency {top}: service (batching on) / bare loop (best of before/after) = {on / bare:.2f}x "
-          f"(goal >= 0.7x)")
+    print(f"at concurrency {top} (saturation): service with batching / bare loop = {on / bare:.2f}x (goal >= 0.7x)")
     print(f"at concurrency {top}: batching on / batching off = {on / off:.2f}x")
 
 

@@ -453,16 +453,17 @@ def _plot_reliability(truth: np.ndarray, probabilities: np.ndarray, bins: int, p
     confidence = probabilities.max(axis=1)
     hit = probabilities.argmax(axis=1) == truth
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    centres, accuracy, counts = [], [], []
+    centres, accuracy, mean_confidence = [], [], []
     for b in range(bins):
         member = which == b
         if member.any():
-            centres.append(confidence[member].mean())
+            centres.append((b + 0.5) / bins)
             accuracy.append(hit[member].mean())
-            counts.append(int(member.sum()))
+            mean_confidence.append(confidence[member].mean())
     figure, axes = plt.subplots(figsize=(5, 5))
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     axes.bar(centres, accuracy, width=1 / bins, alpha=0.7, edgecolor="black", label="accuracy per bin")
+    axes.scatter(centres, mean_confidence, color="red", marker="_", s=200, label="mean confidence per bin")
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.set_xlabel("confidence (top-label probability)")

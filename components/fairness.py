@@ -10,10 +10,11 @@ the values of one group column (e.g. every ``region``):
 
 These are fairlearn's definitions (``demographic_parity_difference`` / ``equalized_odds_difference``,
 between groups); the per-group rates come from one ``fairlearn.metrics.MetricFrame`` per column and
-the differences are taken over the eligible groups. A column's gap is the maximum over classes. Only groups with
-at least ``min_group_support`` rows take part, and for EO a group joins a class's comparison only
-when it holds at least ``min_class_support`` positives and negatives of that class: rates over a
-handful of rows are noise, not bias. Groups left out are listed, never hidden.
+the differences are taken over the eligible groups. A column's gap is the maximum over classes.
+
+Only groups with at least ``min_group_support`` rows take part, and for EO a group joins a class's
+comparison only when it holds at least ``min_class_support`` positives and negatives of that class:
+rates over a handful of rows are noise, not bias. Groups left out are listed, never hidden.
 """
 
 from __future__ import annotations

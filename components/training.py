@@ -150,7 +150,8 @@ def finetune(
     and a report into ``output_dir``; checkpoints go to ``output_dir.parent / "checkpoints"`` every
     ``config.checkpoint_every_steps`` steps. With ``resume`` a run continues from its last checkpoint
     (``TrainedModel.resumed_from_step`` says from where) or returns the already finished model.
-    ``progress(step, total_steps, loss)`` is called after every optimizer step. With
+    ``progress(step, total_steps, loss)`` is called after every optimizer step (every 10th on a
+    GPU, where reading the loss stalls the device), in a single-process run. With
     ``config.processes > 1`` the work is spread over that many local processes via torchrun.
 
     Raises DataError for labels outside ``labels``, ConfigError for settings the model or
@@ -252,6 +253,9 @@ class _FineTune:
         self.warmup_steps = int(self.total_steps * config.warmup_ratio)
         self.eval_every = config.eval_every_steps or self.steps_per_epoch
         self.pad_multiple = 8 if self.device.startswith("cuda") else 1
+        # Reading a loss value makes the CPU wait for the GPU; reporting every 10th step keeps the
+        # GPU's queue full. On CPU there is no queue to drain, so every step is reported.
+        self.progress_every = 10 if self.device.startswith("cuda") else 1
         self.workers = loader_workers(config.num_workers, self.device, context.local_world_size)
         weights = balanced_class_weights(self.train_rows.labels, len(self.labels)) if config.class_weights == "balanced" else None
         self.class_weights = weights
@@ -365,14 +369,16 @@ class _FineTune:
                 self.pending_losses.append((state.step, learning_rate, loss))
                 evaluate = state.step % self.eval_every == 0 or state.step == self.total_steps
                 save = state.step % config.checkpoint_every_steps == 0 and state.step < self.total_steps
-                if evaluate or save or self.progress is not None:
+                report = self.progress is not None and (
+                    state.step % self.progress_every == 0 or state.step == self.total_steps)
+                if evaluate or save or report:
                     clock = self._stop_clock(clock)
                     self._flush_losses()
                     if evaluate:
                         self._evaluate_and_track()
                     if save and not state.stopped_early:
                         self._save_checkpoint()
-                    if self.progress is not None:
+                    if report:
                         self.progress(state.step, self.total_steps, state.history[-1]["train_loss"])
                     clock = time.perf_counter()
                 if state.step >= self.total_steps or state.stopped_early:

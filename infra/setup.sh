@@ -14,8 +14,14 @@ wanted="$(cat requirements.lock pyproject.toml | sha256sum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   # torch is pinned without a local label: on a machine whose pip index carries the CPU build
   # that one is taken, elsewhere pip takes the CUDA build of the same version.
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  echo "setup: installing the locked dependencies into .venv (a few minutes the first time)"
+  log=.venv/setup.log
+  if ! { .venv/bin/python -m pip install --disable-pip-version-check -r requirements.lock &&
+         .venv/bin/python -m pip install --disable-pip-version-check --no-deps -e . ; } >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" | tail -n 25 >&2
+    echo "setup: pip failed; full log in $log" >&2
+    exit 1
+  fi
   echo "$wanted" > "$stamp"
 fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,235 @@
+"""Training throughput: tuneops' fine-tune loop against a plain Hugging Face Trainer script.
+
+Same machine, same run, same model, data, batch size, epochs, learning rate and thread count:
+
+  tuneops           components.training.finetune (dynamic padding, length-grouped batches, fused AdamW)
+  trainer-fixed     transformers.Trainer with its defaults and every row padded to max_length:
+                    the plain script the issue names as the baseline
+  trainer-dynamic   transformers.Trainer given dynamic padding (DataCollatorWithPadding) and
+                    group_by_length: how much of the gain a Trainer could recover on its own
+
+Each variant runs in its own process (peak RSS is per variant, and one variant's allocator state
+does not slow the next). The figure compared is *real* (non-padding) tokens per second of
+training time; the ratio tuneops / trainer-fixed is printed (goal on CPU: >= 1.3x). On CUDA the
+model FLOPs utilisation is printed too. Finally the default run (demo data, default config:
+~2700 rows x 3 epochs) is timed in its own process and its peak RSS printed (goal: < 4 GiB).
+
+    .venv/bin/python benchmarks/bench_training.py                 # the comparison + the default run
+    .venv/bin/python benchmarks/bench_training.py --rows 2700 --epochs 3 --skip-default-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHECKPOINT = "packaged:all-MiniLM-L6-v2"
+VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
+
+
+def demo_splits(rows: int):
+    """The demo's train split (first ``rows`` rows) and a small validation split."""
+    from components.config import DataConfig
+    from components.data import load_data
+
+    home = Path(os.environ.get("TUNEOPS_HOME", tempfile.gettempdir())) / "demo"
+    splits = load_data(DataConfig(), home)
+    train = splits.train.head(rows).reset_index(drop=True)
+    validation = splits.validation.head(100).reset_index(drop=True)
+    for frame in (train, validation):
+        frame["label"] = frame["label"].astype(str)
+    return train, validation, splits.labels
+
+
+def run_tuneops(args, workdir: Path) -> dict:
+    import torch
+
+    from components.config import TrainingConfig
+    from components.training import finetune
+
+    train, validation, labels = demo_splits(args.rows)
+    config = TrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.learning_rate,
+        threads=args.threads, early_stopping_patience=None, checkpoint_every_steps=10**6, seed=args.seed,
+    )
+    torch.set_num_threads(args.threads)
+    result = finetune(train, validation, labels, CHECKPOINT, config, workdir / "tuneops" / "model")
+    figures = result.throughput
+    return {
+        "train_seconds": figures["train_seconds"],
+        "real_tokens_per_second": figures["real_tokens_per_second"],
+        "samples_per_second": figures["samples_per_second"],
+        "padding_efficiency": figures["padding_efficiency"],
+        "mfu": figures.get("mfu"),
+        "final_train_loss": result.last_loss,
+        "validation_macro_f1": result.history[-1].get("validation_macro_f1"),
+    }
+
+
+def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
+    import datasets
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from components.checkpoints import load_for_classification, parse_spec
+
+    torch.set_num_threads(args.threads)
+    train, _, labels = demo_splits(args.rows)
+    label_ids = {label: i for i, label in enumerate(labels)}
+    torch.manual_seed(args.seed)
+    tokenizer, model = load_for_classification(parse_spec(CHECKPOINT), labels)
+    padding = False if dynamic else "max_length"
+    encoded = tokenizer(train["text"].tolist(), truncation=True, max_length=args.max_length, padding=padding)
+    dataset = datasets.Dataset.from_dict({**encoded, "labels": train["label"].map(label_ids).tolist()})
+    real_tokens_per_epoch = sum(sum(mask) for mask in encoded["attention_mask"])
+    training_args = TrainingArguments(
+        output_dir=str(workdir / ("trainer-dynamic" if dynamic else "trainer-fixed")),
+        per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs, learning_rate=args.learning_rate,
+        weight_decay=0.01, warmup_steps=0.06, lr_scheduler_type="linear", seed=args.seed,
+        eval_strategy="no", save_strategy="no", report_to=[], logging_strategy="no", disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if dynamic else "random",
+    )
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=dataset,
+        data_collator=DataCollatorWithPadding(tokenizer) if dynamic else None,
+    )
+    output = trainer.train()
+    seconds = output.metrics["train_runtime"]
+    real_tokens = real_tokens_per_epoch * args.epochs
+    return {
+        "train_seconds": seconds,
+        "real_tokens_per_second": real_tokens / seconds,
+        "samples_per_second": output.metrics["train_samples_per_second"],
+        "padding_efficiency": None if dynamic else real_tokens_per_epoch / (len(train) * args.max_length),
+        "optimizer": str(training_args.optim),
+        "final_train_loss": output.metrics.get("train_loss"),
+    }
+
+
+def run_default(workdir: Path) -> dict:
+    """The default pipeline config's fine-tune on the demo data, as ``tuneops run`` would do it."""
+    from components.config import PipelineConfig
+    from components.data import load_data
+    from components.training import finetune
+
+    config = PipelineConfig()
+    splits = load_data(config.data, workdir / "demo")
+    train, validation = splits.train.copy(), splits.validation.copy()
+    for frame in (train, validation):
+        frame["label"] = frame["label"].astype(str)
+    started = time.perf_counter()
+    result = finetune(train, validation, splits.labels, CHECKPOINT, config.training, workdir / "default" / "model")
+    return {
+        "wall_seconds": time.perf_counter() - started,
+        "train_rows": len(train),
+        "steps": result.steps,
+        "stopped_early": result.stopped_early,
+        "best_validation": result.best_validation,
+        "real_tokens_per_second": result.throughput["real_tokens_per_second"],
+        "threads": json.loads((result.path / "training_args.json").read_text())["threads_per_process"],
+    }
+
+
+def child(args) -> None:
+    """Run one variant in this process and print its figures as the last line of output."""
+    workdir = Path(args.workdir)
+    if args.variant == "tuneops":
+        figures = run_tuneops(args, workdir)
+    elif args.variant == "default":
+        figures = run_default(workdir)
+    else:
+        figures = run_trainer(args, workdir, dynamic=args.variant == "trainer-dynamic")
+    figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(figures))
+
+
+def launch(variant: str, args, workdir: Path) -> dict:
+    command = [sys.executable, __file__, "--variant", variant, "--workdir", str(workdir),
+               "--rows", str(args.rows), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--max-length", str(args.max_length), "--threads", str(args.threads),
+               "--learning-rate", str(args.learning_rate), "--seed", str(args.seed)]
+    environment = dict(os.environ, TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false",
+                       TUNEOPS_HOME=str(workdir / "home"))
+    started = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO)
+    lines = [line for line in finished.stdout.splitlines() if line.startswith("RESULT ")]
+    if finished.returncode != 0 or not lines:
+        sys.exit(f"benchmark: {variant} failed (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
+    figures = json.loads(lines[-1][len("RESULT "):])
+    figures["process_seconds"] = time.perf_counter() - started
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=800, help="train rows of the demo (default run: 2700)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in every variant (default: all cores)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--skip-default-run", action="store_true")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads is None:
+        from components.training_runtime import cpu_threads
+
+        args.threads = cpu_threads(None, 1)
+    if args.variant:
+        child(args)
+        return
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    print(f"machine: {device}; torch {torch.__version__}; threads per variant: {args.threads}; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"model: {CHECKPOINT}; data: {args.rows} demo rows x {args.epochs:g} epochs, batch {args.batch_size}, "
+          f"max_length {args.max_length}\n")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tuneops-bench-") as temporary:
+        workdir = Path(temporary)
+        for variant in args.variants.split(","):
+            results[variant] = launch(variant, args, workdir)
+        header = f"{'variant':<17}{'real tok/s':>12}{'samples/s':>11}{'padding eff':>13}{'train s':>9}{'peak RSS MiB':>14}{'MFU':>8}"
+        print(header)
+        print("-" * len(header))
+        for variant, figures in results.items():
+            efficiency = figures.get("padding_efficiency")
+            mfu = figures.get("mfu")
+            print(f"{variant:<17}{figures['real_tokens_per_second']:>12,.0f}{figures['samples_per_second']:>11.1f}"
+                  f"{(f'{efficiency:.2f}' if efficiency is not None else '-'):>13}{figures['train_seconds']:>9.1f}"
+                  f"{figures['peak_rss_mib']:>14,.0f}{(f'{mfu:.1%}' if mfu is not None else '-'):>8}")
+        base = results.get("tuneops", {}).get("real_tokens_per_second")
+        for other in ("trainer-fixed", "trainer-dynamic"):
+            if base and other in results:
+                ratio = base / results[other]["real_tokens_per_second"]
+                goal = "  (goal >= 1.3x: " + ("met" if ratio >= 1.3 else "NOT met") + ")" if other == "trainer-fixed" else ""
+                print(f"ratio tuneops / {other}: {ratio:.2f}x real tokens per second{goal}")
+        if not args.skip_default_run:
+            default = launch("default", args, workdir)
+            gib = default["peak_rss_mib"] / 1024
+            print(f"\ndefault run ({default['train_rows']} rows, default config, {default['threads']} threads): "
+                  f"{default['steps']} steps in {default['wall_seconds']:.0f} s wall, "
+                  f"{default['real_tokens_per_second']:,.0f} real tok/s, best validation macro F1 "
+                  f"{default['best_validation'].get('macro_f1', float('nan')):.3f}, peak RSS {gib:.2f} GiB "
+                  f"(goal < 4 GiB: {'met' if gib < 4 else 'NOT met'})")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

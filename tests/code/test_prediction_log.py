@@ -1,0 +1,141 @@
+"""The prediction log: append-only JSONL segments that survive a crash of their writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from components.errors import DataError
+from components.prediction_log import COLUMNS, PredictionLog, hash_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def record(request_id: str, text: str = "works well", label: str = "positive", **extra) -> dict:
+    return {"request_id": request_id, "model_tag": "tuneops-classifier:v1", "text": text, "label": label,
+            "score": 0.8, "probabilities": {"negative": 0.1, "neutral": 0.1, "positive": 0.8}, **extra}
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    assert log.append([record("a", "first ünïcode ✓"), record("b", label="negative")]) == 2
+    assert log.append([]) == 0
+    frame = log.read()
+    assert list(frame.columns) == COLUMNS
+    assert frame["request_id"].tolist() == ["a", "b"]
+    assert frame.loc[0, "text"] == "first ünïcode ✓"
+    assert frame.loc[1, "label"] == "negative"
+    assert frame.loc[0, "probabilities"] == {"negative": 0.1, "neutral": 0.1, "positive": 0.8}
+    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+    # Non-ASCII is escaped on disk: a torn write can never split a multi-byte character.
+    assert all(line.isascii() for path in log.segments() for line in path.read_text().splitlines())
+
+
+def test_empty_log_reads_as_empty_frame(tmp_path: Path) -> None:
+    frame = PredictionLog(tmp_path / "never-written").read()
+    assert frame.empty and list(frame.columns) == COLUMNS
+
+
+def test_since_and_until_select_by_timestamp(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    now = datetime.now(timezone.utc)
+    log.append([record("old", timestamp=now - timedelta(hours=2)), record("new", timestamp=now)])
+    assert log.read(since=now - timedelta(hours=1))["request_id"].tolist() == ["new"]
+    assert log.read(until=now - timedelta(hours=1))["request_id"].tolist() == ["old"]
+    # A naive datetime is taken as UTC.
+    naive = (now - timedelta(hours=1)).replace(tzinfo=None)
+    assert log.read(since=naive)["request_id"].tolist() == ["new"]
+
+
+def test_each_writer_has_its_own_segment_and_read_merges_them(tmp_path: Path) -> None:
+    first, second = PredictionLog(tmp_path), PredictionLog(tmp_path)
+    first.append([record("1")])
+    second.append([record("2")])
+    first.append([record("3")])
+    assert len(first.segments()) == 2
+    assert sorted(PredictionLog(tmp_path).read()["request_id"]) == ["1", "2", "3"]
+
+
+def test_a_torn_last_line_is_skipped_and_later_writers_are_unaffected(tmp_path: Path) -> None:
+    crashed = PredictionLog(tmp_path)
+    crashed.append([record("kept-1"), record("kept-2")])
+    segment = crashed.segments()[0]
+    crashed.close()
+    whole = json.dumps(record("torn", timestamp=datetime.now(timezone.utc).isoformat()))
+    with open(segment, "a") as handle:  # what a writer killed in the middle of write(2) leaves
+        handle.write(whole[: len(whole) // 2])
+    restarted = PredictionLog(tmp_path)
+    restarted.append([record("after-restart")])
+    assert len(restarted.segments()) == 2  # a new writer never appends after someone's torn tail
+    assert sorted(restarted.read()["request_id"]) == ["after-restart", "kept-1", "kept-2"]
+
+
+WRITER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from components.prediction_log import PredictionLog
+log = PredictionLog(sys.argv[1])
+batch = 0
+print("ready", flush=True)
+while True:
+    log.append([{"request_id": f"{batch}-{i}", "model_tag": "m", "text": "x" * 300, "label": "l",
+                 "score": 0.5, "probabilities": {"l": 0.5, "k": 0.5}} for i in range(50)])
+    batch += 1
+"""
+
+
+def test_records_written_before_a_kill_9_all_read_back_whole(tmp_path: Path) -> None:
+    """A real crash: SIGKILL a process while it appends as fast as it can."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(ROOT)], stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline().strip() == b"ready"
+        time.sleep(1.0)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    frame = PredictionLog(tmp_path).read()
+    assert len(frame) >= 50
+    assert frame["request_id"].is_unique
+    assert (frame["text"] == "x" * 300).all() and (frame["score"] == 0.5).all()
+    # Complete batches are whole; only the very last one may have been cut, from its end.
+    counts = frame["request_id"].str.split("-").str[0].astype(int).value_counts().sort_index()
+    assert (counts.iloc[:-1] == 50).all()
+    lines = PredictionLog(tmp_path).segments()[0].read_bytes().split(b"\n")
+    assert len(frame) == sum(1 for line in lines[:-1] if line)
+
+
+def test_hash_text_is_stable_and_hides_the_text() -> None:
+    assert hash_text("secret order 123") == hash_text("secret order 123")
+    assert hash_text("secret order 123") != hash_text("secret order 124")
+    assert "secret" not in hash_text("secret order 123") and hash_text("x").startswith("sha256:")
+
+
+def test_a_record_missing_fields_is_refused(tmp_path: Path) -> None:
+    incomplete = record("a")
+    del incomplete["label"]
+    with pytest.raises(DataError, match="label"):
+        PredictionLog(tmp_path).append([incomplete])
+    assert not any(path.stat().st_size for path in PredictionLog(tmp_path).segments())
+
+
+def test_a_forked_child_writes_its_own_segment(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.append([record("parent")])
+    pid = os.fork()
+    if pid == 0:  # child: append and leave without running the parent's cleanup
+        try:
+            log.append([record("child")])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    log.append([record("parent-2")])
+    assert len(log.segments()) == 2
+    assert sorted(log.read()["request_id"]) == ["child", "parent", "parent-2"]

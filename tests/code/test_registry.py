@@ -1,0 +1,251 @@
+"""The registry: packaging into BentoML's model store, the champion pointer, the model commands.
+
+The models here are real but tiny (a 2-layer BERT with MiniLM's tokenizer, random weights):
+the registry only cares that a model directory is complete and loads, not that it is good.
+Each test gets its own TUNEOPS_HOME (its own champion pointer); the model store is the session's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from components import registry
+from components.checkpoints import packaged_model_dir
+from components.errors import ConfigError, StageError
+from components.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("all-MiniLM-L6-v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=3,
+                        id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    directory = tmp_path_factory.mktemp("tiny-model")
+    Predictor(BertForSequenceClassification(config), tokenizer, LABELS, max_length=32).save(
+        directory, extra={"base_checkpoint": "tiny-test-bert"})
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def own_pointer(tmp_path: Path, monkeypatch) -> Path:
+    """A fresh champion pointer per test (the pointer lives in TUNEOPS_HOME, read per call)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TUNEOPS_HOME", str(home))
+    return home
+
+
+def reference_frame(rows: int = 12) -> pd.DataFrame:
+    return pd.DataFrame({
+        "text": [f"review number {i}" for i in range(rows)],
+        "label": [LABELS[i % 3] for i in range(rows)],
+        "prediction": [LABELS[(i + 1) % 3] for i in range(rows)],
+        "region": ["north", "south"] * (rows // 2),
+    })
+
+
+def package(model_dir: Path, run_id: str = "run-1", **metadata) -> registry.ModelRelease:
+    lineage = {"run_id": run_id, "metrics": {"macro_f1": np.float32(0.75), "accuracy": 0.8, "auc": float("nan")},
+               "data_fingerprint": "abc123", "config_hash": "cfg42", "base_checkpoint": "tiny-test-bert",
+               "labels": LABELS, **metadata}
+    return registry.package_model(model_dir, lineage, reference_frame())
+
+
+def test_package_saves_model_lineage_and_reference(tiny_model_dir: Path) -> None:
+    release = package(tiny_model_dir)
+    assert re.fullmatch(r"tuneops-classifier:[a-z0-9]+", release.tag)
+    assert not release.is_champion
+    meta = release.metadata
+    assert meta["run_id"] == "run-1" and meta["data_fingerprint"] == "abc123" and meta["config_hash"] == "cfg42"
+    assert meta["metrics"] == {"macro_f1": pytest.approx(0.75), "accuracy": 0.8}  # NaN left out, numpy -> float
+    assert meta["label_map"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    assert meta["base_checkpoint"] == "tiny-test-bert"
+    assert set(meta["files"]) >= {"model.safetensors", "tuneops.json", "reference.parquet", "lineage.json"}
+    assert release.labels["run_id"] == "run-1"
+    pd.testing.assert_frame_equal(release.reference(), reference_frame())
+    assert json.loads((release.path / "lineage.json").read_text())["run_id"] == "run-1"
+    texts = ["works well", "broke in a day"]
+    np.testing.assert_allclose(Predictor.from_dir(release.model_dir).predict_proba(texts),
+                               Predictor.from_dir(tiny_model_dir).predict_proba(texts), atol=1e-6)
+
+
+def test_large_reference_is_sampled_down(tiny_model_dir: Path) -> None:
+    big = pd.DataFrame({"text": [f"t{i}" for i in range(registry.MAX_REFERENCE_ROWS + 500)]})
+    release = registry.package_model(tiny_model_dir, {"run_id": "big"}, big)
+    assert len(release.reference()) == registry.MAX_REFERENCE_ROWS
+
+
+def test_incomplete_model_directory_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tuneops.json", "tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
+    before = {release.tag for release in registry.list_models()}
+    with pytest.raises(StageError, match="safetensors"):
+        registry.package_model(broken, {"run_id": "x"}, reference_frame())
+    with pytest.raises(StageError, match="tuneops.json"):
+        registry.package_model(tmp_path, {"run_id": "x"}, reference_frame())
+    assert {release.tag for release in registry.list_models()} == before
+
+
+def test_failure_inside_the_save_commits_nothing(tiny_model_dir: Path) -> None:
+    before = {release.tag for release in registry.list_models()}
+    unwritable = pd.DataFrame({"text": ["a", "b"], "mixed": [1, "two"]})  # Parquet refuses mixed types
+    with pytest.raises(StageError, match="Parquet"):
+        registry.package_model(tiny_model_dir, {"run_id": "x"}, unwritable)
+    with pytest.raises(StageError, match="text"):
+        registry.package_model(tiny_model_dir, {"run_id": "x"}, pd.DataFrame({"sentence": ["a"]}))
+    assert {release.tag for release in registry.list_models()} == before
+
+
+def test_promote_rollback_and_listing(tiny_model_dir: Path, own_pointer: Path) -> None:
+    first, second, third = (package(tiny_model_dir, run_id=f"r{i}") for i in range(3))
+    assert registry.champion() is None and registry.champion_model_dir() is None
+    with pytest.raises(StageError, match="no previous champion"):
+        registry.rollback()
+
+    assert registry.set_champion(first.tag).is_champion
+    assert registry.champion().tag == first.tag
+    registry.set_champion(second.tag.split(":")[1])  # a bare version is enough
+    registry.set_champion(third.tag)
+    registry.set_champion(third.tag)  # promoting the champion again changes nothing
+    assert registry.champion_model_dir() == third.path
+
+    listed = {release.tag: release for release in registry.list_models()}
+    assert [tag for tag, release in listed.items() if release.is_champion] == [third.tag]
+    assert listed[first.tag].metrics["accuracy"] == 0.8
+    created = [release.created for release in registry.list_models()]
+    assert created == sorted(created, reverse=True)
+
+    assert registry.rollback().tag == second.tag
+    assert registry.rollback().tag == first.tag
+    with pytest.raises(StageError, match="no previous champion"):
+        registry.rollback()
+    assert registry.champion().tag == first.tag
+    state = json.loads((own_pointer / "champion.json").read_text())
+    assert state["tag"] == first.tag and state["history"] == []
+
+
+def test_unknown_or_foreign_tag_is_a_one_line_config_error() -> None:
+    import bentoml
+
+    with pytest.raises(ConfigError, match="no model 'tuneops-classifier:doesnotexist'"):
+        registry.set_champion("tuneops-classifier:doesnotexist")
+    with bentoml.models.create("some-other-model") as model:
+        (Path(model.path) / "weights.bin").write_bytes(b"0")
+    with pytest.raises(ConfigError, match="not a tuneops model"):
+        registry.set_champion(str(model.tag))
+    assert registry.normalise_tag("abc") == "tuneops-classifier:abc"
+    assert registry.normalise_tag("tuneops-classifier") == "tuneops-classifier:latest"
+
+
+@pytest.mark.parametrize("damage", ["truncate weights", "delete tokenizer", "flip a byte"])
+def test_damaged_or_half_copied_model_never_becomes_champion(tiny_model_dir: Path, damage: str) -> None:
+    good = package(tiny_model_dir, run_id="good")
+    registry.set_champion(good.tag)
+    bad = package(tiny_model_dir, run_id="bad")
+    if damage == "truncate weights":  # what a crash in the middle of the store's copy leaves
+        weights = bad.path / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "delete tokenizer":
+        (bad.path / "tokenizer.json").unlink()
+    else:
+        weights = bad.path / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    with pytest.raises(StageError, match=f"model {re.escape(bad.tag)} is (incomplete|damaged)"):
+        registry.set_champion(bad.tag)
+    assert registry.champion().tag == good.tag
+    # Rollback skips a previous champion that was damaged after its promotion.
+    later = package(tiny_model_dir, run_id="later")
+    registry.set_champion(later.tag)
+    registry.set_champion(package(tiny_model_dir, run_id="third").tag)
+    (good.path / "lineage.json").unlink()
+    assert registry.rollback().tag == later.tag
+    with pytest.raises(StageError, match=f"unusable: {re.escape(good.tag)}"):
+        registry.rollback()
+    assert registry.champion().tag == later.tag
+
+
+def test_concurrent_promotions_keep_the_pointer_whole(tiny_model_dir: Path, own_pointer: Path) -> None:
+    tags = [package(tiny_model_dir, run_id=f"c{i}").tag for i in range(2)]
+    registry.set_champion(tags[0])
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def read_constantly() -> None:
+        while not stop.is_set():
+            try:
+                assert json.loads((own_pointer / "champion.json").read_text())["tag"] in tags
+            except Exception as error:  # any torn read is a failure of atomicity
+                problems.append(repr(error))
+
+    def promote(tag: str) -> None:
+        for _ in range(15):
+            registry.set_champion(tag)
+
+    reader = threading.Thread(target=read_constantly)
+    reader.start()
+    writers = [threading.Thread(target=promote, args=(tag,)) for tag in tags]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    stop.set()
+    reader.join()
+    assert problems == []
+    state = json.loads((own_pointer / "champion.json").read_text())
+    assert state["tag"] in tags and len(state["history"]) <= registry.MAX_HISTORY
+    # No promotion was lost: each switch appended the champion it replaced.
+    assert all(entry["tag"] in tags for entry in state["history"])
+
+
+def test_model_commands(tiny_model_dir: Path) -> None:
+    from flows.cli import app
+
+    first, second = package(tiny_model_dir, run_id="cli-1"), package(tiny_model_dir, run_id="cli-2")
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 1 and "no champion model to serve" in result.output
+    result = runner.invoke(app, ["promote", first.tag])
+    assert result.exit_code == 0 and f"champion: {first.tag}" in result.output
+    result = runner.invoke(app, ["promote", second.tag])
+    assert result.exit_code == 0 and f"(was {first.tag})" in result.output
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).output)
+    champions = [entry["tag"] for entry in listed if entry["is_champion"]]
+    assert champions == [second.tag] and {first.tag, second.tag} <= {entry["tag"] for entry in listed}
+    table = runner.invoke(app, ["models"]).output
+    assert second.tag in table and "cli-2" in table and "0.750" in table
+    result = runner.invoke(app, ["rollback"])
+    assert result.exit_code == 0 and f"champion: {first.tag}" in result.output
+    result = runner.invoke(app, ["promote", "nope"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "no model" in result.output
+    result = runner.invoke(app, ["serve", "--model", "nope"])
+    assert result.exit_code == 2 and "no model" in result.output
+
+
+def test_serving_requirements_follow_the_lock_file() -> None:
+    def pins(path: Path) -> dict[str, str]:
+        found = {}
+        for line in path.read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                name, version = line.split("#")[0].strip().split("==")
+                found[name.lower().replace("_", "-")] = version
+        return found
+
+    lock, serving = pins(ROOT / "requirements.lock"), pins(ROOT / "serving" / "requirements.txt")
+    assert serving and {name: lock.get(name) for name in serving} == serving
