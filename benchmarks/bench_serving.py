@@ -1,14 +1,18 @@
 """Serving benchmark: the BentoML service against a bare torch forward loop, same model, same run.
 
     .venv/bin/python benchmarks/bench_serving.py [--model TAG] [--requests 1200] [--concurrency 1,8,32]
+        [--rounds 3] [--torch-threads N]
 
 What is measured, at each concurrency C (clients each sending one-text requests back to back):
-- service, adaptive batching on and off: requests/s, p50/p99 latency, non-2xx count, over real
-  HTTP on 127.0.0.1 (``tuneops serve --model TAG`` as a subprocess);
+- service, adaptive batching on and off: texts/s, p50/p99 latency, non-2xx count, over real
+  HTTP on 127.0.0.1 (``tuneops serve --model TAG`` as a subprocess, one per setting);
 - bare loop: ``torch.no_grad()`` forward passes in this process on batches of C texts (capped at
-  ``serving.max_batch_size``): what an ideal server that batches C simultaneous requests into one
+  ``--max-batch-size``): what an ideal server that batches C simultaneous requests into one
   forward pass, with no HTTP, JSON, validation or logging, would do. Its p50/p99 are per batch.
-  It is measured before and after the service runs; the spread shows how noisy the machine is.
+
+The three are measured in interleaved rounds (``--rounds``), so that a burst of other work on the
+machine hits all of them alike; the best round of each is reported (the least disturbed), with
+the median beside it. ``--torch-threads`` applies to the bare loop and the service alike.
 
 The ratio printed at the end is service (batching on) / bare loop at the highest concurrency,
 i.e. at saturation. The load generator runs on the same machine and takes CPU from the server,

@@ -341,7 +341,7 @@ class _FineTune:
 
         config, state = self.config, self.state
         lengths = self.train_rows.lengths
-        clock = time.perf_counter()
+        clock = _clock()
         while state.step < self.total_steps and not state.stopped_early:
             batches = epoch_batches(lengths, config.batch_size, config.seed, state.epoch)
             dataset = StepDataset(
@@ -380,7 +380,7 @@ class _FineTune:
                         self._save_checkpoint()
                     if report:
                         self.progress(state.step, self.total_steps, state.history[-1]["train_loss"])
-                    clock = time.perf_counter()
+                    clock = _clock()
                 if state.step >= self.total_steps or state.stopped_early:
                     break
         self._stop_clock(clock)
@@ -428,14 +428,15 @@ class _FineTune:
         self.optimizer.zero_grad(set_to_none=True)
         return total
 
-    def _stop_clock(self, clock: float) -> float:
-        """Add the time since ``clock`` to training time (after the GPU has caught up)."""
+    def _stop_clock(self, clock: tuple[float, float]) -> tuple[float, float]:
+        """Add the wall and CPU time since ``clock`` to training time (after the GPU caught up)."""
         import torch
 
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.state.train_seconds += now - clock
+        now = _clock()
+        self.state.train_seconds += now[0] - clock[0]
+        self.state.train_cpu_seconds += now[1] - clock[1]
         return now
 
     def _flush_losses(self) -> None:
@@ -615,6 +616,9 @@ class _FineTune:
         seconds = max(state.train_seconds, 1e-9)
         figures = {
             "train_seconds": state.train_seconds,
+            # CPU seconds of this process (all its threads): on a machine shared with other work,
+            # tokens per CPU-second compares runs more fairly than tokens per wall-second.
+            "train_cpu_seconds": state.train_cpu_seconds,
             "samples_per_second": state.rows_seen / seconds,
             "real_tokens_per_second": state.real_tokens / seconds,
             "padded_tokens_per_second": state.padded_tokens / seconds,
@@ -674,6 +678,11 @@ def predict_logits(model, rows: EncodedRows, device: str, precision: str, pad_id
     full = np.zeros((len(rows), n_labels), dtype=np.float32)
     full[indices] = logits
     return full
+
+
+def _clock() -> tuple[float, float]:
+    """(wall, CPU) time now."""
+    return time.perf_counter(), time.process_time()
 
 
 def _seed_everything(seed: int) -> None:

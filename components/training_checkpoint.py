@@ -48,6 +48,7 @@ class TrainingState:
     padded_tokens: int = 0
     model_flops: float = 0.0
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
 
 
 def checkpoint_root(output_dir: Path) -> Path:

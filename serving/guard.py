@@ -180,9 +180,10 @@ def _clearer(body: bytes) -> bytes:
         if not isinstance(item, dict):
             continue
         message = str(item.get("msg", "")).removeprefix("Value error, ")
-        where = ".".join(str(part) for part in item.get("loc", []))
+        location = item.get("loc", [])
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
         # A message that names its own field (ours do) needs no location in front of it.
-        if where and not message.startswith(where.split(".")[0]):
+        if where and not message.startswith(str(location[0])):
             message = f"{where}: {message}"
         elif not where:
             message = f"body: {message}"

@@ -1,6 +1,7 @@
 """Building the serving bento: serving/bentofile.yaml with one model's tag filled in.
 
-The bento serves exactly that model (``TUNEOPS_SERVE_MODEL`` is set in its environment), so a
+The bento serves exactly that model (its ``model_tag`` build argument and, in a container, the
+``TUNEOPS_SERVE_MODEL`` variable name it), so a
 container built from it is immutable; switching models in production is a new image and a
 rolling update, while ``tuneops serve`` on a machine follows the champion pointer instead.
 """
@@ -14,7 +15,7 @@ import yaml
 
 from components import registry
 from components.errors import StageError
-from serving.settings import MODEL_TAG_ENV
+from serving.settings import BENTO_MODEL_ARGUMENT, MODEL_TAG_ENV
 
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
 # The directory holding components/ and serving/: the bento's build context.
@@ -49,5 +50,6 @@ def build_bento(model_tag: str | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="tuneops-bentofile-") as scratch:
         bentofile = Path(scratch) / "bentofile.yaml"
         bentofile.write_text(yaml.safe_dump(options, sort_keys=False))
-        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(PROJECT_ROOT))
+        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(PROJECT_ROOT),
+                                               args={BENTO_MODEL_ARGUMENT: release.tag})
     return str(bento.tag)

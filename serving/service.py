@@ -28,7 +28,7 @@ from serving.guard import RequestGuard
 from serving.metrics import service_metrics
 from serving.model_holder import ModelHolder
 from serving.schemas import RequestText, TextPrediction, request_model
-from serving.settings import pinned_model_from_env, serving_config_from_env
+from serving.settings import pinned_model, serving_config_from_env
 
 logger = logging.getLogger("tuneops.serving")
 
@@ -54,7 +54,7 @@ class TuneopsClassifier:
         self.metrics = service_metrics()
         self.log = PredictionLog(prediction_log_dir())
         self.holder = ModelHolder(
-            pinned_tag=pinned_model_from_env(),
+            pinned_tag=pinned_model(),
             check_interval_s=CONFIG.reload_check_s,
             on_swap=lambda previous, new: self.metrics.swaps.inc(),
             on_swap_failure=lambda tag, reason: self.metrics.swap_failures.inc(),

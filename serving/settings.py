@@ -3,6 +3,8 @@ fresh process, so ``tuneops serve`` (or a container's environment) passes them a
 
 - ``TUNEOPS_SERVING_CONFIG``: the ``serving`` config section as JSON (unset = its defaults);
 - ``TUNEOPS_SERVE_MODEL``: a model tag to serve, pinned (unset = follow the champion pointer);
+  a bento carries its model's tag as the build argument ``model_tag`` as well, since
+  ``bentoml serve BENTO`` on a machine does not apply a bento's environment (a container does);
 - ``TUNEOPS_HOME`` / ``BENTOML_HOME``: where the pointer, the model store and the log live.
 """
 
@@ -17,6 +19,7 @@ from components.errors import ConfigError
 
 SERVING_CONFIG_ENV = "TUNEOPS_SERVING_CONFIG"
 MODEL_TAG_ENV = "TUNEOPS_SERVE_MODEL"
+BENTO_MODEL_ARGUMENT = "model_tag"
 
 
 def serving_config_from_env() -> ServingConfig:
@@ -33,9 +36,16 @@ def serving_config_from_env() -> ServingConfig:
         raise ConfigError(f"{SERVING_CONFIG_ENV}: {problems}") from None
 
 
-def pinned_model_from_env() -> str | None:
-    """The tag named by ``TUNEOPS_SERVE_MODEL``, or None to serve (and follow) the champion."""
-    return os.environ.get(MODEL_TAG_ENV, "").strip() or None
+def pinned_model() -> str | None:
+    """The tag named by ``TUNEOPS_SERVE_MODEL`` or by the bento's ``model_tag`` argument, or None
+    to serve (and follow) the champion. Call it in the serving process, where BentoML has set
+    the bento's arguments."""
+    tag = os.environ.get(MODEL_TAG_ENV, "").strip()
+    if tag:
+        return tag
+    import bentoml
+
+    return str(getattr(bentoml.use_arguments(), BENTO_MODEL_ARGUMENT, "") or "").strip() or None
 
 
 def serving_environment(config: ServingConfig, model_tag: str | None) -> dict[str, str]:

@@ -249,3 +249,23 @@ def test_serving_requirements_follow_the_lock_file() -> None:
 
     lock, serving = pins(ROOT / "requirements.lock"), pins(ROOT / "serving" / "requirements.txt")
     assert serving and {name: lock.get(name) for name in serving} == serving
+
+
+def test_serving_dockerfile_serves_the_service_as_non_root_on_port_3000() -> None:
+    """Docker is not available here: check the recipe against the code it packages."""
+    text = (ROOT / "docker" / "serving.Dockerfile").read_text().replace("\\\n", " ")
+    instructions = [line.split(None, 1) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    by_word: dict[str, list[str]] = {}
+    for word, arguments in instructions:
+        by_word.setdefault(word, []).append(arguments)
+    assert "-r serving/requirements.txt -c requirements.lock" in " ".join(by_word["RUN"])
+    copied = " ".join(by_word["COPY"])
+    for path in ("components", "serving", "requirements.lock"):
+        assert path in copied and (ROOT / path).exists()
+    assert by_word["USER"][-1] not in ("root", "0")
+    command = json.loads(by_word["CMD"][-1])
+    assert command[:3] == ["bentoml", "serve", "serving.service:TuneopsClassifier"]
+    assert command[command.index("--host") + 1] == "0.0.0.0" and command[command.index("--port") + 1] == "3000"
+    environment = " ".join(by_word["ENV"])
+    assert "TUNEOPS_HOME=/data" in environment and "BENTOML_HOME=/data/bentoml" in environment
+    assert "/readyz" in " ".join(by_word["HEALTHCHECK"])

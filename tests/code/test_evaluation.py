@@ -1,0 +1,292 @@
+"""Evaluation, fairness, behaviour and drift components on real inputs: the demo data, a real
+TF-IDF + logistic-regression classifier, and metrics checked against scikit-learn / fairlearn."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from components.baseline import train_baseline
+from components.behaviour import NAMES, perturb, run_behavioural_checks
+from components.config import DataConfig, EvaluationConfig, validate_config
+from components.data import as_validated, load_data
+from components.demo_data import generate_drifted_texts, generate_reviews
+from components.drift import compute_drift, text_descriptors
+from components.errors import ConfigError, DataError
+from components.evaluation import (bootstrap_intervals, classification_metrics, evaluate_predictions,
+                                   expected_calibration_error, length_bucket_names)
+from components.fairness import assess_fairness
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The full demo splits (test: ~540 rows, every group above the slice minimum)."""
+    return as_validated(load_data(DataConfig(), tmp_path_factory.mktemp("demo")))
+
+
+@pytest.fixture(scope="module")
+def tfidf(demo):
+    return train_baseline(demo.train)
+
+
+def random_probabilities(rows: int, classes: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).dirichlet(np.ones(classes), size=rows)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_classification_metrics_match_scikit_learn():
+    rng = np.random.default_rng(3)
+    truth = list(rng.choice(LABELS, size=300, p=[0.2, 0.3, 0.5]))
+    probabilities = random_probabilities(300, 3, seed=4)
+    # Nudge towards the truth so the scores are not all near chance.
+    probabilities[np.arange(300), [LABELS.index(t) for t in truth]] += 0.4
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    predicted = [LABELS[i] for i in probabilities.argmax(axis=1)]
+
+    metrics = classification_metrics(truth, probabilities, LABELS)
+
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    for average in ("macro", "weighted"):
+        assert metrics[f"{average}_f1"] == pytest.approx(f1_score(truth, predicted, average=average))
+        assert metrics[f"{average}_precision"] == pytest.approx(precision_score(truth, predicted, average=average))
+        assert metrics[f"{average}_recall"] == pytest.approx(recall_score(truth, predicted, average=average))
+    assert metrics["roc_auc_ovr"] == pytest.approx(roc_auc_score(truth, probabilities, multi_class="ovr", labels=LABELS))
+    per_class_f1 = f1_score(truth, predicted, average=None, labels=LABELS)
+    for label, expected in zip(LABELS, per_class_f1):
+        assert metrics["per_class"][label]["f1"] == pytest.approx(expected)
+        assert metrics["per_class"][label]["support"] == truth.count(label)
+    assert json.loads(json.dumps(metrics)) == metrics  # plain JSON for summary.json
+
+
+def test_roc_auc_counts_tied_scores_as_half():
+    truth = ["a", "b", "a", "b"]
+    probabilities = np.array([[0.5, 0.5], [0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    metrics = classification_metrics(truth, probabilities, ["a", "b"])
+    assert metrics["per_class"]["a"]["roc_auc"] == pytest.approx(roc_auc_score([1, 0, 1, 0], probabilities[:, 0]))
+
+
+def test_labels_the_model_does_not_know_count_as_wrong():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    metrics = classification_metrics(["a", "b", "c"], probabilities, ["a", "b"])
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "roc_auc": 0.5}
+
+
+def test_expected_calibration_error_on_a_hand_computed_case():
+    # Every prediction made with confidence 0.8, half of them right: ECE = |0.5 - 0.8| = 0.3.
+    probabilities = np.tile([0.8, 0.2], (10, 1))
+    truth = np.array([0] * 5 + [1] * 5)
+    assert expected_calibration_error(truth, probabilities, bins=10) == pytest.approx(0.3)
+    # 80% right at confidence 0.8: perfectly calibrated.
+    assert expected_calibration_error(np.array([0] * 8 + [1] * 2), probabilities, bins=10) == pytest.approx(0.0)
+
+
+def test_bootstrap_intervals_equal_explicit_resampling():
+    truth_labels = list(np.random.default_rng(5).choice(LABELS, size=120))
+    truth = np.array([LABELS.index(t) for t in truth_labels])
+    probabilities = random_probabilities(120, 3, seed=6)
+    intervals = bootstrap_intervals(truth, probabilities, LABELS, samples=40, seed=9)
+
+    # The same multinomial draws, as explicit resampled index lists scored by scikit-learn.
+    counts = np.random.default_rng(9).multinomial(120, np.full(120, 1 / 120), size=40)
+    predicted = probabilities.argmax(axis=1)
+    f1s = [f1_score(truth[np.repeat(np.arange(120), c)], predicted[np.repeat(np.arange(120), c)], average="macro")
+           for c in counts]
+    assert intervals["macro_f1"] == pytest.approx([np.percentile(f1s, 2.5), np.percentile(f1s, 97.5)])
+    point = classification_metrics(truth_labels, probabilities, LABELS)
+    for name in ("accuracy", "macro_f1", "roc_auc_ovr", "ece"):
+        low, high = intervals[name]
+        assert low <= point[name] <= high, name
+    assert bootstrap_intervals(truth, probabilities, LABELS, samples=0, seed=0) == {}
+
+
+def test_length_buckets_are_named_and_ordered():
+    names = length_bucket_names(np.array([10, 40, 79, 80, 159, 160, 999]), [80, 40, 160])
+    assert list(names) == ["<40", "40-79", "40-79", "80-159", "80-159", ">=160", ">=160"]
+
+
+# --- evaluation reports ---------------------------------------------------------------------------
+
+
+def test_evaluate_predictions_writes_every_report(demo, tfidf, tmp_path):
+    probabilities = tfidf.predict_proba(demo.test["text"].tolist())
+    config = EvaluationConfig(bootstrap_samples=50, min_slice_support=60)
+    report = evaluate_predictions(demo.test, probabilities, tfidf.labels, demo.group_columns, config, tmp_path,
+                                  data_fingerprint=demo.fingerprint, model="tfidf")
+
+    assert report.metrics["macro_f1"] > 0.8
+    assert set(report.intervals) >= {"accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr", "ece"}
+    # Every group value and length bucket is a slice; small ones are flagged, not dropped.
+    regions = {s.value: s for s in report.slices if s.column == "region"}
+    assert set(regions) == set(demo.test["region"])
+    assert sum(s.support for s in regions.values()) == len(demo.test)
+    assert regions["latin_america"].small and not regions["north_america"].small
+    assert {s.column for s in report.slices} == {"product_category", "region", "text_length"}
+
+    titles = dict(report.reports())
+    for path in titles.values():
+        assert path.exists() and path.stat().st_size > 0
+    assert {"Evaluation summary", "Classification report (Evidently)", "Bias report per group (fairlearn + Evidently)",
+            "Confusion matrix", "Reliability diagram"} <= set(titles)
+    summary = report.html_path.read_text()
+    assert "Slices" in summary and "latin_america" in summary and "small (not judged)" in summary
+    bias = report.bias_html.read_text()
+    for group in ("kitchen", "europe", "latin_america"):
+        assert f"{group} (" in bias  # one Evidently section per group
+    saved = json.loads(report.json_path.read_text())
+    assert saved["metrics"]["macro_f1"] == pytest.approx(report.metrics["macro_f1"])
+    assert saved["data_fingerprint"] == demo.fingerprint
+
+
+def test_evaluation_refuses_probabilities_of_the_wrong_shape(demo, tmp_path):
+    with pytest.raises(DataError, match="probabilities of shape"):
+        evaluate_predictions(demo.test, np.ones((3, 3)) / 3, LABELS, [], EvaluationConfig(), tmp_path)
+
+
+# --- fairness ---------------------------------------------------------------------------------
+
+
+def test_fairness_gap_names_the_group_whose_labels_are_corrupted(demo, tfidf):
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    test = demo.test.copy()
+    predicted = [tfidf.labels[i] for i in tfidf.predict_proba(test["text"].tolist()).argmax(axis=1)]
+    # Corrupt one group's true labels (rotate them): the model now "fails" europe only.
+    rotate = {"negative": "neutral", "neutral": "positive", "positive": "negative"}
+    europe = test["region"] == "europe"
+    test.loc[europe, "label"] = test.loc[europe, "label"].map(rotate)
+
+    report = assess_fairness(test, test["label"].tolist(), predicted, LABELS, ["region"], 30, 10)
+
+    gap = report.gap("region", "equalized_odds_difference")
+    assert gap.value > 0.8
+    assert gap.low_group == "europe" and gap.rate == "true_positive_rate"
+    assert "europe" in gap.describe() and "equalized_odds_difference" in gap.describe()
+    # The same numbers as fairlearn's own functions, class by class.
+    truth, pred = test["label"].to_numpy(), np.array(predicted)
+    for label in LABELS:
+        expected = equalized_odds_difference(truth == label, pred == label, sensitive_features=test["region"])
+        assert gap.per_class[label] == pytest.approx(expected)
+        parity = demographic_parity_difference(truth == label, pred == label, sensitive_features=test["region"])
+        assert report.gap("region", "demographic_parity_difference").per_class[label] == pytest.approx(parity)
+    rates = {g.group: g for g in report.groups if g.column == "region"}
+    assert rates["europe"].true_positive_rate["positive"] < 0.2 < rates["north_america"].true_positive_rate["positive"]
+
+
+def test_small_groups_are_listed_but_left_out_of_the_gaps():
+    frame = pd.DataFrame({"group": ["big"] * 60 + ["other"] * 60 + ["tiny"] * 5})
+    truth = (["a"] * 30 + ["b"] * 30) * 2 + ["a"] * 5
+    predicted = truth[:120] + ["b"] * 5  # the tiny group is always wrong
+    report = assess_fairness(frame, truth, predicted, ["a", "b"], ["group"], 30, 10)
+    assert report.excluded_groups == {"group": ["tiny"]}
+    assert report.gap("group", "equalized_odds_difference").value == pytest.approx(0.0)
+    assert any(g.group == "tiny" and g.small for g in report.groups)
+
+
+# --- behaviour ---------------------------------------------------------------------------------
+
+
+def test_perturbations_change_only_what_they_name():
+    rng = random.Random(0)
+    text = "Bought the kettle for Maria and it was a hit."
+    typo = perturb(text, "typos", rng)
+    assert typo != text and sorted(typo) == sorted(text) and len(typo) == len(text)
+    swapped = perturb(text, "names", rng)
+    assert "Maria" not in swapped and any(name in swapped for name in NAMES)
+    assert perturb(text, "casing", rng) == text.lower()
+    assert perturb("no names here", "names", rng) is None
+    assert perturb(text, "append:Avoid.", rng).endswith("a hit. Avoid.")
+    with pytest.raises(ConfigError, match="unknown perturbation"):
+        perturb(text, "shuffle", rng)
+
+
+def test_behavioural_checks_on_a_real_classifier(demo, tfidf):
+    texts = demo.test["text"].tolist()
+    probabilities = tfidf.predict_proba(texts)
+    results = {r.name: r for r in run_behavioural_checks(tfidf, texts, probabilities,
+                                                         EvaluationConfig(behavioural_sample_rows=40))}
+    assert {"typo invariance", "casing invariance", "name-swap invariance", "clear negative reviews"} <= set(results)
+    assert {r.kind for r in results.values()} == {"invariance", "directional", "minimum"}
+    for result in results.values():
+        assert result.tested > 0 and 0 <= result.pass_rate <= 1
+        assert len(result.failures) == min(5, result.tested - result.passed)
+
+
+def test_configured_cases_run_and_bad_ones_are_one_line_errors(tfidf):
+    cases = [{"kind": "minimum", "name": "obvious", "texts": ["Terrible, total waste of money. Avoid."],
+              "expected": "negative", "min_pass_rate": 1.0},
+             {"kind": "invariance", "name": "shouting", "texts": ["The kettle is okay."], "perturbation": "uppercase"}]
+    config = validate_config({"evaluation": {"behavioural": cases, "builtin_invariance": False}}).evaluation
+    results = run_behavioural_checks(tfidf, [], np.zeros((0, 3)), config)
+    assert [r.name for r in results] == ["obvious", "shouting"]  # no built-in cases once cases are configured
+    assert results[0].min_pass_rate == 1.0 and results[0].tested == 1
+
+    bad_label = validate_config({"evaluation": {"behavioural": [dict(cases[0], expected="angry")]}}).evaluation
+    with pytest.raises(ConfigError, match="'angry' is not one of the model's labels"):
+        run_behavioural_checks(tfidf, [], np.zeros((0, 3)), bad_label)
+    with pytest.raises(ConfigError, match="needs expected"):
+        validate_config({"evaluation": {"behavioural": [{"kind": "minimum", "name": "x", "texts": ["a"]}]}})
+
+
+# --- drift ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return generate_reviews(rows=900, seed=21)
+
+
+def test_no_drift_between_samples_of_the_same_data(reviews, tmp_path):
+    result = compute_drift(reviews.iloc[:600], reviews.iloc[600:], tmp_path)
+    assert set(result.details) == {"text_length", "oov_share", "non_letter_share", "label"}
+    assert result.drift_share <= 0.25
+    assert result.html_path.exists() and result.html_path.stat().st_size > 100_000
+    assert json.loads(result.json_path.read_text())["drift_share"] == result.drift_share
+    assert result.snapshot is not None
+
+
+def test_drifted_traffic_is_detected_from_a_small_sample_without_labels(reviews, tmp_path):
+    current = pd.DataFrame({"text": generate_drifted_texts(30)})
+    result = compute_drift(reviews, current, tmp_path)
+    assert "label" not in result.details  # the traffic has no labels: not compared, no error
+    assert {"text_length", "oov_share", "non_letter_share"} <= set(result.drifted_columns)
+    assert result.drift_share >= 0.5
+
+
+def test_embedding_and_prediction_drift(reviews, tmp_path):
+    rng = np.random.default_rng(0)
+    reference = reviews.iloc[:400].assign(prediction=reviews["label"].iloc[:400])
+    current = reviews.iloc[400:500].assign(prediction="negative")  # the model suddenly says one thing
+    same = compute_drift(reference, current, tmp_path / "same", reference_embeddings=rng.normal(size=(400, 16)),
+                         current_embeddings=rng.normal(size=(100, 16)))
+    assert same.details["embedding"]["drifted"] is False
+    assert same.details["prediction"]["drifted"] is True
+    shifted = compute_drift(reference, current, tmp_path / "shifted", reference_embeddings=rng.normal(size=(400, 16)),
+                            current_embeddings=rng.normal(loc=1.0, size=(100, 16)))
+    assert shifted.details["embedding"]["drifted"] is True
+    assert "Drift in the model" in shifted.html_path.read_text()
+
+
+def test_drift_needs_text_and_enough_rows(reviews, tmp_path):
+    with pytest.raises(DataError, match="at least 10"):
+        compute_drift(reviews, reviews.iloc[:5], tmp_path)
+    with pytest.raises(DataError, match="no 'text' column"):
+        compute_drift(reviews, reviews.rename(columns={"text": "body"}), tmp_path)
+
+
+def test_out_of_vocabulary_share_is_leave_one_out_on_the_reference():
+    reference = pd.Series(["good kettle", "good blender", "unique words"])
+    own = text_descriptors(reference, reference_vocabulary=None)
+    # "kettle", "blender", "unique", "words" occur in one reference text only.
+    assert list(own["oov_share"]) == [0.5, 0.5, 1.0]
+    other = text_descriptors(pd.Series(["good drone!!"]), reference_vocabulary=reference)
+    assert other["oov_share"][0] == 0.5 and other["non_letter_share"][0] == pytest.approx(2 / 11)
