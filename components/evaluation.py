@@ -211,9 +211,10 @@ def evaluate_predictions(
                             "(scored as always wrong)")
     report.confusion_png = _plot_confusion(truth, predicted, all_labels, output_dir / "confusion_matrix.png")
     report.reliability_png = _plot_reliability(truth, full, bins, output_dir / "reliability.png")
-    report.classification_html = _write_classification_report(y_true, y_pred, full, all_labels, output_dir, report)
-    if group_columns:
-        write_bias_report(test, y_true, y_pred, full, all_labels, fairness, output_dir / "bias.html")
+    if config.evidently_reports:
+        report.classification_html = _write_classification_report(y_true, y_pred, full, all_labels, output_dir, report)
+        if group_columns:
+            write_bias_report(test, y_true, y_pred, full, all_labels, fairness, output_dir / "bias.html")
     report.seconds = time.perf_counter() - started
     report.html_path = output_dir / "evaluation.html"
     report.json_path = output_dir / "evaluation.json"

@@ -530,7 +530,7 @@ class _FineTune:
     def _finish(self, started: float, resumed_from: int | None) -> TrainedModel:
         import torch
 
-        state, config = self.state, self.config
+        state = self.state
         if self.best_weights is not None:
             with torch.no_grad():
                 for name, parameter in self.trainable.items():

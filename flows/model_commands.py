@@ -43,8 +43,8 @@ def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], Non
     @app.command("serve")
     def serve_command(
         port: Optional[int] = typer.Option(None, "--port", "-p", min=1, max=65535, help="Default: serving.port."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Serve this tag, pinned; default: the "
-                                                                        "champion, following promotions."),
+        model: Optional[str] = typer.Option(
+            None, "--model", "-m", help="Serve this tag, pinned; default: the champion, following promotions."),
         host: Optional[str] = typer.Option(None, "--host", help="Default: serving.host (127.0.0.1)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (its serving section)."),
         overrides: Optional[list[str]] = typer.Option(None, "--set", help="Override: serving.key=value."),
@@ -53,7 +53,9 @@ def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], Non
         guarded(lambda: serve(port, model, host, config, overrides))
 
     @app.command("bento")
-    def bento_command(model: Optional[str] = typer.Option(None, "--model", "-m", help="Default: the champion.")) -> None:
+    def bento_command(
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Default: the champion."),
+    ) -> None:
         """Build the serving bento for a model (then: bentoml containerize TAG)."""
         guarded(lambda: build(model))
 

@@ -101,6 +101,8 @@ class ModelHolder:
 
     def check_now(self) -> bool:
         """One check of the pointer; loads and swaps in a new champion. True if it swapped."""
+        if self.pinned_tag:
+            return False
         signature = _signature(registry.pointer_path())
         if signature == self._pointer_signature:
             return False

@@ -32,6 +32,10 @@ from serving.settings import pinned_model, serving_config_from_env
 
 logger = logging.getLogger("tuneops.serving")
 
+# Passes of 16 texts pad little and keep a CPU as busy per text as larger ones
+# (benchmarks/bench_serving.py; ServingConfig.forward_batch_size).
+CPU_FORWARD_BATCH = 16
+
 CONFIG = serving_config_from_env()
 ClassifyRequest = request_model(CONFIG)
 
@@ -72,7 +76,7 @@ class TuneopsClassifier:
         """Label, score and every class probability for each text, with the model's tag."""
         model = self.holder.current  # read once: a champion switch applies from the next batch
         predictor = model.predictor
-        probabilities = predictor.predict_proba([str(text) for text in texts], batch_size=max(1, len(texts)))
+        probabilities = predictor.predict_proba([str(text) for text in texts], batch_size=self._pass_size(predictor))
         best = probabilities.argmax(axis=1)
         results, records = [], []
         for text, row, index in zip(texts, probabilities, best):
@@ -88,6 +92,12 @@ class TuneopsClassifier:
             records.append({**result, "text": hash_text(text) if self.config.log_text == "hash" else str(text)})
         self._record(records, model.tag)
         return results
+
+    def _pass_size(self, predictor) -> int:
+        """Texts per forward pass (Predictor sorts the batch by length before splitting it)."""
+        if self.config.forward_batch_size:
+            return self.config.forward_batch_size
+        return self.config.max_batch_size if predictor.device == "cuda" else CPU_FORWARD_BATCH
 
     def _record(self, records: list[dict], model_tag: str) -> None:
         """Log the batch and count it. A full disk must not take predictions down with it:

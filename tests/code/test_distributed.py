@@ -5,23 +5,37 @@ the order of floating-point sums when the processes' gradients are averaged."""
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
+import pandas as pd
 from safetensors.torch import load_file
 
 from components.config import TrainingConfig
-from components.training import finetune
 from components.data import LABEL
-from components.demo_data import generate_reviews
+from components.training import finetune
 
 CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
 # As in test_training.py: one thread per process (2 processes on a shared 2-core machine).
-TINY = dict(learning_rate=1e-3, freeze_embeddings=True, threads=1, early_stopping_patience=None)
+TINY = dict(learning_rate=5e-4, freeze_embeddings=True, threads=1, early_stopping_patience=None)
+WORDS = {"negative": ["awful", "broken", "useless"], "neutral": ["okay", "average", "fine"],
+         "positive": ["great", "excellent", "lovely"]}
 
 
 def tiny_splits():
-    frame = generate_reviews(300, seed=3)
-    return frame.iloc[:240].reset_index(drop=True), frame.iloc[240:].reset_index(drop=True), sorted(frame[LABEL].unique())
+    """Short reviews of 8-20 tokens whose sentiment word decides the label (as in test_training.py)."""
+    def reviews(rows: int, seed: int) -> pd.DataFrame:
+        rng = random.Random(seed)
+        records = []
+        for _ in range(rows):
+            label = rng.choice(sorted(WORDS))
+            text = f"The {rng.choice(['kettle', 'jacket', 'novel', 'kite'])} is {rng.choice(WORDS[label])}."
+            if rng.random() < 0.5:
+                text += f" I bought it for my {rng.choice(['son', 'mother', 'office'])} last week."
+            records.append({"text": text, LABEL: label})
+        return pd.DataFrame.from_records(records)
+
+    return reviews(240, seed=1), reviews(60, seed=2), sorted(WORDS)
 
 
 # 240 train rows in steps of 79: three full steps and one of 3 rows per epoch. With 2 accumulation

@@ -269,3 +269,35 @@ def test_serving_dockerfile_serves_the_service_as_non_root_on_port_3000() -> Non
     environment = " ".join(by_word["ENV"])
     assert "TUNEOPS_HOME=/data" in environment and "BENTOML_HOME=/data/bentoml" in environment
     assert "/readyz" in " ".join(by_word["HEALTHCHECK"])
+
+
+def test_the_service_model_holder_follows_the_pointer_and_survives_a_bad_champion(tiny_model_dir: Path) -> None:
+    from serving.model_holder import ModelHolder
+
+    first, second, third = (package(tiny_model_dir, run_id=f"h{i}") for i in range(3))
+    with pytest.raises(StageError, match="no champion model to serve"):
+        ModelHolder().load_initial()
+    registry.set_champion(first.tag)
+    swaps, failures = [], []
+    holder = ModelHolder(on_swap=lambda old, new: swaps.append((old, new)),
+                         on_swap_failure=lambda tag, reason: failures.append(tag))
+    assert holder.load_initial().tag == first.tag and holder.ready
+    assert holder.check_now() is False  # pointer unchanged: one stat, nothing else
+
+    registry.set_champion(second.tag)
+    assert holder.check_now() is True and holder.current.tag == second.tag
+    assert swaps == [(first.tag, second.tag)]
+
+    registry.set_champion(third.tag)
+    (third.path / "model.safetensors").write_bytes(b"damaged after promotion")
+    assert holder.check_now() is False
+    assert holder.current.tag == second.tag and failures == [third.tag]
+    with pytest.raises(StageError, match="damaged|incomplete"):
+        registry.set_champion(third.tag)  # the registry refuses it outright now
+    assert holder.check_now() is False and failures == [third.tag]  # pointer unchanged: no retry
+
+    pinned = ModelHolder(pinned_tag=second.tag)
+    assert pinned.load_initial().tag == second.tag
+    registry.set_champion(first.tag)
+    pinned.start_watching()  # a pinned model has nothing to watch
+    assert pinned.check_now() is False and pinned.current.tag == second.tag

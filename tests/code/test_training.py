@@ -1,4 +1,4 @@
-"""The fine-tuning engine: real fine-tunes of a 2-layer MiniLM on a few hundred demo reviews.
+"""The fine-tuning engine: real fine-tunes of a 2-layer MiniLM on a few hundred short reviews.
 
 One reference run (module fixture) is compared against a repeat run (reproducibility), a run
 killed with SIGKILL and resumed (exact resume), and read back from disk (what a model directory
@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -26,7 +28,6 @@ from safetensors.torch import load_file
 from components.checkpoints import load_for_classification, packaged_model_dir, parse_spec, transformer_layers
 from components.config import TrainingConfig, load_config
 from components.data import LABEL
-from components.demo_data import generate_reviews
 from components.errors import ConfigError, DataError
 from components.predictor import Predictor
 from components.training import TrainedModel, finetune
@@ -50,20 +51,36 @@ from components.training_transfer import freeze
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
-ROWS, SEED, TRAIN_ROWS = 300, 3, 240
 # Small enough for a shared 2-core machine; one thread per process because oversubscribed cores
 # make every step several times slower (measured), not because the result depends on it.
 TINY = dict(
-    max_steps=24, batch_size=16, eval_every_steps=6, checkpoint_every_steps=6, learning_rate=1e-3,
+    max_steps=24, batch_size=16, eval_every_steps=6, checkpoint_every_steps=6, learning_rate=5e-4,
     freeze_embeddings=True, threads=1, early_stopping_patience=None,
 )
+# A deliberately easy task (one sentiment word decides the label), so that 24 steps of a 2-layer
+# model show real learning whatever the demo generator's current difficulty is.
+WORDS = {
+    "negative": ["awful", "terrible", "broken", "useless", "horrible", "dreadful"],
+    "neutral": ["okay", "average", "fine", "acceptable", "ordinary", "adequate"],
+    "positive": ["great", "excellent", "wonderful", "superb", "lovely", "fantastic"],
+}
+THINGS = ["kettle", "jacket", "novel", "speaker", "puzzle", "blender", "scarf", "router", "kite", "toaster"]
+
+
+def easy_reviews(rows: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    records = []
+    for _ in range(rows):
+        label = rng.choice(sorted(WORDS))
+        text = f"The {rng.choice(THINGS)} is {rng.choice(WORDS[label])}."
+        if rng.random() < 0.5:  # varied lengths, so batches need padding
+            text += f" I bought it for my {rng.choice(['son', 'mother', 'office'])} last {rng.choice(['week', 'year'])}."
+        records.append({"text": text, LABEL: label})
+    return pd.DataFrame.from_records(records)
 
 
 def tiny_splits():
-    frame = generate_reviews(ROWS, seed=SEED)
-    train = frame.iloc[:TRAIN_ROWS].reset_index(drop=True)
-    validation = frame.iloc[TRAIN_ROWS:].reset_index(drop=True)
-    return train, validation, sorted(frame[LABEL].unique())
+    return easy_reviews(240, seed=1), easy_reviews(60, seed=2), sorted(WORDS)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +99,7 @@ def reference(splits, tmp_path_factory) -> TrainedModel:
 def test_finetune_learns_and_writes_a_complete_model_directory(reference, splits):
     assert len(reference.history) == TINY["max_steps"]
     losses = [row["train_loss"] for row in reference.history]
-    assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.2, losses
+    assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.3, losses
     directory = reference.path
     for name in ("model.safetensors", "tokenizer.json", "tuneops.json", "config.json", "training_args.json",
                  "learning_curve.csv", "learning_curve.png", "throughput.json", "training_report.html",
@@ -95,9 +112,9 @@ def test_finetune_learns_and_writes_a_complete_model_directory(reference, splits
     assert json.loads((directory / "tuneops.json").read_text())["labels"] == splits[2]
     args = json.loads((directory / "training_args.json").read_text())
     assert args["config"]["learning_rate"] == TINY["learning_rate"] and args["optimizer"].startswith("AdamW")
-    # Dynamic padding with length-grouped batches: demo reviews average ~25 tokens, so padding
-    # every row to max_length=128 would leave ~20% real tokens.
-    assert reference.throughput["padding_efficiency"] > 0.85
+    # Dynamic padding with length-grouped batches: these rows are 8-20 tokens long, so padding
+    # every row to max_length=128 would leave ~10% real tokens.
+    assert reference.throughput["padding_efficiency"] > 0.8
     assert reference.throughput["real_tokens_per_second"] > 0 and reference.throughput["peak_rss_mib"] > 0
     assert TrainedModel.from_dir(directory).history == reference.history
     # No checkpoints are left once the model is saved.
@@ -108,14 +125,15 @@ def test_the_kept_weights_are_the_best_on_validation(reference, splits):
     _, validation, labels = splits
     evaluated = [row for row in reference.history if "validation_macro_f1" in row]
     assert len(evaluated) == TINY["max_steps"] // TINY["eval_every_steps"]
-    best = max(evaluated, key=lambda row: row["validation_macro_f1"])
-    assert reference.best_validation["step"] == best["step"]
+    best = max(evaluated, key=lambda row: row["validation_macro_f1"])  # the first of equals wins
+    assert reference.best_validation["step"] == best["step"] != evaluated[-1]["step"]
+    # The saved weights score the best step's validation loss, not the last step's.
     predictor = Predictor.from_dir(reference.path, device="cpu")
-    predicted = predictor.predict_proba(validation["text"].tolist()).argmax(1)
+    probabilities = predictor.predict_proba(validation["text"].tolist())
     truth = validation[LABEL].map({label: i for i, label in enumerate(labels)}).to_numpy()
-    from sklearn.metrics import f1_score
-
-    assert f1_score(truth, predicted, average="macro") == pytest.approx(best["validation_macro_f1"], abs=0.02)
+    saved_loss = float(-np.log(probabilities[np.arange(len(truth)), truth]).mean())
+    assert saved_loss == pytest.approx(best["validation_loss"], abs=1e-4)
+    assert abs(saved_loss - evaluated[-1]["validation_loss"]) > 1e-3
 
 
 def test_frozen_embeddings_stay_as_pretrained(reference):
@@ -197,7 +215,7 @@ def test_lora_adapter_trains_few_parameters_and_saves_a_plain_model(splits, tmp_
     query = next(key for key in saved if key.endswith("encoder.layer.0.attention.self.query.weight"))
     original_query = next(key for key in original if key.endswith("encoder.layer.0.attention.self.query.weight"))
     assert not torch.equal(saved[query], original[original_query]), "the adapter was not merged into the weights"
-    assert Predictor.from_dir(result.path, device="cpu").predict(["Great kettle, love it."])[0].label in labels
+    assert Predictor.from_dir(result.path, device="cpu").predict(["The kettle is great."])[0].label in labels
 
 
 def test_labels_outside_the_label_set_are_a_one_line_data_error(splits, tmp_path):

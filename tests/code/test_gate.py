@@ -1,0 +1,135 @@
+"""The champion/challenger gate on real models: TF-IDF + logistic-regression classifiers trained on
+the demo data (a good one, a weak one, and one trained on a group's corrupted labels), each judged
+on the same test split by the real evaluation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from components.baseline import train_baseline
+from components.behaviour import BehaviouralResult
+from components.config import DataConfig, EvaluationConfig, GateConfig
+from components.data import as_validated, load_data
+from components.errors import StageError
+from components.evaluation import evaluate_predictions
+from components.gate import decide
+
+# Intervals and the Evidently pages play no part in the gate; leaving them out keeps the tests quick.
+EVALUATION = EvaluationConfig(bootstrap_samples=20, evidently_reports=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The full demo: ~540 test rows, so every product category and region is judged."""
+    return as_validated(load_data(DataConfig(), tmp_path_factory.mktemp("demo")))
+
+
+def judge(model, splits, directory, test=None):
+    test = splits.test if test is None else test
+    return evaluate_predictions(test, model.predict_proba(test["text"].tolist()), model.labels,
+                                splits.group_columns, EVALUATION, directory, data_fingerprint=splits.fingerprint)
+
+
+@pytest.fixture(scope="module")
+def good(demo, tmp_path_factory):
+    model = train_baseline(demo.train)
+    return model, judge(model, demo, tmp_path_factory.mktemp("good"))
+
+
+@pytest.fixture(scope="module")
+def weak(demo, tmp_path_factory):
+    # 60 training rows instead of ~2700: a clearly worse model of the same kind.
+    model = train_baseline(demo.train.sample(60, random_state=1))
+    return model, judge(model, demo, tmp_path_factory.mktemp("weak"))
+
+
+@pytest.fixture(scope="module")
+def biased(demo, tmp_path_factory):
+    # Every kitchen review labelled negative in training: the model learns "kitchen means negative".
+    train = demo.train.copy()
+    train.loc[train["product_category"] == "kitchen", "label"] = "negative"
+    model = train_baseline(train)
+    return model, judge(model, demo, tmp_path_factory.mktemp("biased"))
+
+
+def test_a_challenger_worse_than_the_champion_is_rejected(good, weak):
+    decision = decide(weak[1], good[1], None, GateConfig())
+    assert not decision.promote and decision.status == "rejected"
+    metric_reason = next(r for r in decision.reasons if r.startswith("macro_f1"))
+    assert f"{weak[1].metrics['macro_f1']:.3f} vs champion {good[1].metrics['macro_f1']:.3f}" in metric_reason
+    assert "tolerance 0.010" in metric_reason
+    assert any(r.startswith("slice ") and "max_slice_drop 0.05" in r for r in decision.reasons)
+
+
+def test_a_better_challenger_is_promoted_with_every_reason(good, weak):
+    decision = decide(good[1], weak[1], None, GateConfig())
+    assert decision.promote and decision.status == "promoted"
+    assert {c.name for c in decision.checks} == {"metric", "slice", "fairness", "behavioural"}
+    assert all(c.passed for c in decision.checks) and len(decision.reasons) == len(decision.checks)
+    assert decision.champion_value == pytest.approx(weak[1].metrics["macro_f1"])
+    saved = json.loads(json.dumps(decision.to_json()))
+    assert saved["promote"] is True and saved["reasons"] == decision.reasons
+
+
+def test_a_model_biased_against_one_group_is_rejected_naming_it(demo, good, biased):
+    # As the first model and against a champion: the fairness gap is judged either way.
+    for champion in (None, good[1]):
+        decision = decide(biased[1], champion, good[0].score(demo.test), GateConfig())
+        assert not decision.promote
+        fairness = [r for r in decision.reasons if r.startswith("fairness product_category")]
+        assert fairness and "equalized_odds_difference" in fairness[0] and "kitchen" in fairness[0]
+    slice_reason = next(r for r in decide(biased[1], good[1], None, GateConfig()).reasons
+                        if r.startswith("slice product_category=kitchen"))
+    assert "macro_f1" in slice_reason and "vs champion" in slice_reason
+
+
+def test_a_dataset_with_one_groups_labels_corrupted_fails_the_fairness_gap(demo, good, tmp_path):
+    test = demo.test.copy()
+    europe = test["region"] == "europe"
+    rotate = {"negative": "neutral", "neutral": "positive", "positive": "negative"}
+    test.loc[europe, "label"] = test.loc[europe, "label"].map(rotate)
+    report = judge(good[0], demo, tmp_path, test=test)
+    decision = decide(report, None, None, GateConfig())
+    reason = next(r for r in decision.reasons if r.startswith("fairness region"))
+    assert "europe" in reason and "equalized_odds_difference" in reason and "> max_fairness_gap 0.25" in reason
+
+
+def test_the_first_model_must_beat_the_baseline(weak, good):
+    baseline = {"macro_f1": good[1].metrics["macro_f1"]}
+    only_baseline = {"max_fairness_gap": 1.0}  # the weak model's fairness gaps are not the point here
+    rejected = decide(weak[1], None, baseline, GateConfig(**only_baseline))
+    assert not rejected.promote
+    assert rejected.reasons == [rejected.checks[0].message]
+    assert rejected.reasons[0].startswith("first model: macro_f1") and "TF-IDF baseline" in rejected.reasons[0]
+    unchecked = decide(weak[1], None, baseline, GateConfig(require_beat_baseline=False, **only_baseline))
+    assert unchecked.promote and "comparison is off" in unchecked.reasons[0]
+    lower_floor = {"macro_f1": good[1].metrics["macro_f1"] - 0.05}
+    assert decide(good[1], None, lower_floor, GateConfig()).promote
+
+
+def test_a_behavioural_failure_rejects_with_the_case_name(good):
+    results = [BehaviouralResult(name="clear negative reviews", kind="minimum", perturbation=None, tested=4, passed=2),
+               BehaviouralResult(name="strict", kind="minimum", perturbation=None, tested=4, passed=3,
+                                 min_pass_rate=1.0)]
+    decision = decide(replace(good[1], behavioural=results), None, None, GateConfig())
+    assert not decision.promote
+    assert "behavioural 'clear negative reviews' (minimum): pass rate 0.50 < minimum 0.80 (2/4)" in decision.reasons
+    assert any("'strict'" in r and "< minimum 1.00" in r for r in decision.reasons)
+
+
+def test_the_champion_must_be_scored_on_the_same_test_data(demo, good, tmp_path):
+    other = judge(good[0], demo, tmp_path, test=demo.test.iloc[:100])
+    with pytest.raises(StageError, match="re-score it on this run's splits"):
+        decide(good[1], other, None, GateConfig())
+
+
+def test_the_decision_is_saved_as_json_and_html(good, weak, tmp_path):
+    decision = decide(weak[1], good[1], None, GateConfig())
+    html_path = decision.save(tmp_path)
+    assert html_path.exists() and "reject" in html_path.read_text()
+    assert json.loads(decision.json_path.read_text())["status"] == "rejected"
+    assert "FAIL: macro_f1" in decision.to_markdown()
+
