@@ -54,7 +54,7 @@ CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
 # Small enough for a shared 2-core machine; one thread per process because oversubscribed cores
 # make every step several times slower (measured), not because the result depends on it.
 TINY = dict(
-    max_steps=24, batch_size=16, eval_every_steps=6, checkpoint_every_steps=6, learning_rate=5e-4,
+    max_steps=24, batch_size=16, eval_every_steps=6, checkpoint_every_steps=6, learning_rate=1e-3,
     freeze_embeddings=True, threads=1, early_stopping_patience=None,
 )
 # A deliberately easy task (one sentiment word decides the label), so that 24 steps of a 2-layer
@@ -187,7 +187,7 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(reference, s
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert list(checkpoints.glob("step-*")) and not (output / "training_summary.json").exists()
 
-    changed = TrainingConfig(**(TINY | {"learning_rate": 5e-4}))
+    changed = TrainingConfig(**(TINY | {"learning_rate": TINY["learning_rate"] / 2}))
     with pytest.raises(ConfigError, match="cannot resume"):
         finetune(train, validation, labels, CHECKPOINT, changed, output, resume=True)
 
