@@ -155,7 +155,7 @@ def evaluate(predictor, splits: DatasetSplits, config: EvaluationConfig, output_
     return evaluate_predictions(
         test, probabilities, labels, splits.group_columns, config, output_dir,
         behavioural=behavioural, drift=drift, data_fingerprint=splits.fingerprint,
-        model=str(predictor.manifest.get("base_checkpoint", "")) if hasattr(predictor, "manifest") else "",
+        model=str(predictor.manifest.get("base_checkpoint", "")),
         started=started,
     )
 

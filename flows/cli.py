@@ -58,6 +58,14 @@ def guarded(command: Callable[[], int | None]) -> None:
     raise typer.Exit(code)
 
 
+def _no_traceback_for_user_errors(record: logging.LogRecord) -> bool:
+    """Prefect logs every failing task with its traceback; for bad input the one line is enough."""
+    if record.exc_info and isinstance(record.exc_info[1], TuneopsError):
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
 def _configure_logging() -> None:
     configure_environment()
     level = "DEBUG" if _state["debug"] else "INFO"
@@ -65,6 +73,8 @@ def _configure_logging() -> None:
         # At a terminal the rich display shows progress; Prefect's own lines would tear it.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for prefect_logger in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(prefect_logger).addFilter(_no_traceback_for_user_errors)
     for noisy in ("httpx", "httpcore", "urllib3", "filelock", "matplotlib", "PIL", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not _state["debug"]:
