@@ -143,7 +143,8 @@ def builtin_cases(labels: list[str], texts: list[str], predicted: list[str], con
                                          perturbation="names"))
     if config.behavioural is None and _SENTIMENT <= set(labels):
         for direction, perturbation in _DIRECTIONAL_DEMO.items():
-            base = _sample([t for t, p in zip(texts, predicted) if p != direction], config.behavioural_sample_rows // 2, rng)
+            others = [text for text, label in zip(texts, predicted) if label != direction]
+            base = _sample(others, config.behavioural_sample_rows // 2, rng)
             if base:
                 cases.append(BehaviouralCase(kind="directional", name=f"{direction} update raises {direction}",
                                              texts=base, perturbation=perturbation, direction=direction))

@@ -134,10 +134,10 @@ def compute_drift(
     if reference_embeddings is not None and current_embeddings is not None:
         reduced_reference, reduced_current = _principal_components(reference_embeddings, current_embeddings)
         # Evidently's embedding drift method, called directly: its EmbeddingsDrift metric also draws
-        # a t-SNE map, which alone takes 10-25 s on a 2-core CPU for ~1000 rows. The distance between
-        # mean embeddings is compared with its bootstrap 95th percentile over reference resamples of
-        # the same sizes, so small production samples (~30 rows) do not read as drift. (Evidently's
-        # domain-classifier method flagged 15-20% of same-distribution samples in our trials.)
+        # a t-SNE map, which alone takes 7-25 s on a shared 2-core CPU for ~1000 rows. The distance
+        # between mean embeddings is compared with its bootstrap 95th percentile over reference
+        # resamples, so small production samples (~30 rows) do not read as drift. (Evidently's
+        # domain-classifier method flagged up to 20% of same-distribution synthetic samples.)
         score, drifted, _ = DistanceDriftMethod(dist="euclidean", bootstrap=True)(
             pd.DataFrame(reduced_current), pd.DataFrame(reduced_reference))
         details[EMBEDDING] = {"kind": "embedding",

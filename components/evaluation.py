@@ -196,7 +196,8 @@ def evaluate_predictions(
     metrics["support"] = len(truth)
     metrics = _json_safe(metrics)
     intervals = bootstrap_intervals(truth, full, all_labels, config.bootstrap_samples, config.seed, bins)
-    slices = slice_metrics(test, truth, full, all_labels, group_columns, config.length_buckets, config.min_slice_support)
+    slices = slice_metrics(test, truth, full, all_labels, group_columns, config.length_buckets,
+                           config.min_slice_support)
     fairness = assess_fairness(test, y_true, y_pred, all_labels, group_columns, config.min_slice_support,
                                config.min_fairness_class_support)
 
@@ -362,7 +363,8 @@ def _roc_auc_one(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -
 
 def _roc_auc_ovr(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro one-vs-rest ROC-AUC over the classes that have positives and negatives."""
-    per_class = np.array([_roc_auc_one(truth == i, probabilities[:, i], weights) for i in range(probabilities.shape[1])])
+    per_class = np.array([_roc_auc_one(truth == i, probabilities[:, i], weights)
+                          for i in range(probabilities.shape[1])])
     with np.errstate(invalid="ignore"):
         counted = (~np.isnan(per_class)).sum(axis=0)
         return np.where(counted > 0, np.nansum(per_class, axis=0) / np.maximum(counted, 1), np.nan)
@@ -382,7 +384,8 @@ def _ece(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, bins
         return np.where(total > 0, np.abs(accuracy_sum - confidence_sum).sum(axis=1) / total, np.nan)
 
 
-def _with_unseen_labels(y_true: list[str], probabilities: np.ndarray, labels: list[str]) -> tuple[list[str], np.ndarray]:
+def _with_unseen_labels(y_true: list[str], probabilities: np.ndarray,
+                        labels: list[str]) -> tuple[list[str], np.ndarray]:
     """Append zero-probability columns for true labels the model does not know."""
     if probabilities.ndim != 2 or probabilities.shape != (len(y_true), len(labels)):
         raise DataError(f"evaluation: probabilities of shape {probabilities.shape} for {len(y_true)} rows "

@@ -149,7 +149,8 @@ def group_rate_table(truth: np.ndarray, predicted: np.ndarray, groups: np.ndarra
     return frame
 
 
-def _largest_gap(column: str, metric: str, table: pd.DataFrame, labels: list[str], min_class_support: int) -> FairnessGap:
+def _largest_gap(column: str, metric: str, table: pd.DataFrame, labels: list[str],
+                 min_class_support: int) -> FairnessGap:
     """The class with the widest gap of ``metric`` across the groups in ``table`` (already eligible)."""
     best = FairnessGap(column=column, metric=metric, value=None)
     per_class: dict[str, float | None] = {}
@@ -240,7 +241,8 @@ def write_bias_report(
     widgets = [
         table_data(
             title="Fairness gaps (one-vs-rest per class, max over classes)",
-            column_names=["column", "metric", "gap", "class", "rate", "lowest group", "highest group", "groups compared"],
+            column_names=["column", "metric", "gap", "class", "rate", "lowest group", "highest group",
+                          "groups compared"],
             data=[[g.column, g.metric, _fmt(g.value), g.label or "-", g.rate or "-",
                    f"{g.low_group} {_fmt(g.low_value)}" if g.low_group else "-",
                    f"{g.high_group} {_fmt(g.high_value)}" if g.high_group else "-",
@@ -267,8 +269,8 @@ def write_bias_report(
                 widgets.append(group_widget(title=title, widgets=[text_widget(text=note)]))
                 continue
             try:
-                snapshot = classification_snapshot(list(truth[mask]), list(predicted[mask]), probabilities[mask], labels,
-                                                  full=False)
+                snapshot = classification_snapshot(list(truth[mask]), list(predicted[mask]), probabilities[mask],
+                                                  labels, full=False)
                 # Snapshot keeps its rendered widgets privately (evidently 0.7.23, pinned); reusing them
                 # puts every group on one page with one copy of Evidently's 4 MB script.
                 group_widgets = list(snapshot._widgets)

@@ -151,12 +151,14 @@ def _metric_check(value: float, champion: float, metric: str, tolerance: float) 
                                      f"({'+' if drop <= 0 else '-'}{abs(drop):.3f}, tolerance {tolerance:.3f})")
 
 
-def _baseline_check(value: float, baseline: dict | None, metric: str, config: GateConfig) -> tuple[GateCheck, float | None]:
+def _baseline_check(value: float, baseline: dict | None, metric: str,
+                    config: GateConfig) -> tuple[GateCheck, float | None]:
     if not config.require_beat_baseline:
         return GateCheck("baseline", True, f"first model: {metric} {value:.3f}; baseline comparison is off "
                                            "(gate.require_beat_baseline=false)"), None
     if not baseline or baseline.get(metric) is None:
-        return GateCheck("baseline", True, f"first model: {metric} {value:.3f}; no baseline score to compare with"), None
+        message = f"first model: {metric} {value:.3f}; no baseline score to compare with"
+        return GateCheck("baseline", True, message), None
     floor = float(baseline[metric])
     short = floor - value
     if short > config.tolerance:
@@ -167,7 +169,8 @@ def _baseline_check(value: float, baseline: dict | None, metric: str, config: Ga
                                        f"{config.tolerance:.3f})"), floor
 
 
-def _slice_checks(challenger: EvaluationReport, champion: EvaluationReport, metric: str, max_drop: float) -> list[GateCheck]:
+def _slice_checks(challenger: EvaluationReport, champion: EvaluationReport, metric: str,
+                  max_drop: float) -> list[GateCheck]:
     checks, judged, worst = [], 0, None
     for piece in challenger.slices:
         theirs = champion.slice(piece.name)
@@ -231,5 +234,6 @@ def _behavioural_checks(challenger: EvaluationReport, default_minimum: float) ->
     if not checks:
         detail = "; ".join(passed) if passed else "no behavioural cases ran"
         note = f"; skipped (nothing to test): {', '.join(skipped)}" if skipped else ""
-        checks.append(GateCheck("behavioural", True, f"behavioural: every pass rate meets its minimum ({detail}){note}"))
+        checks.append(GateCheck("behavioural", True,
+                                f"behavioural: every pass rate meets its minimum ({detail}){note}"))
     return checks

@@ -59,7 +59,8 @@ def test_classification_metrics_match_scikit_learn():
         assert metrics[f"{average}_f1"] == pytest.approx(f1_score(truth, predicted, average=average))
         assert metrics[f"{average}_precision"] == pytest.approx(precision_score(truth, predicted, average=average))
         assert metrics[f"{average}_recall"] == pytest.approx(recall_score(truth, predicted, average=average))
-    assert metrics["roc_auc_ovr"] == pytest.approx(roc_auc_score(truth, probabilities, multi_class="ovr", labels=LABELS))
+    expected_auc = roc_auc_score(truth, probabilities, multi_class="ovr", labels=LABELS)
+    assert metrics["roc_auc_ovr"] == pytest.approx(expected_auc)
     per_class_f1 = f1_score(truth, predicted, average=None, labels=LABELS)
     for label, expected in zip(LABELS, per_class_f1):
         assert metrics["per_class"][label]["f1"] == pytest.approx(expected)
