@@ -2,8 +2,8 @@
 
 Checks, each a one-line reason naming the metric, slice or group and the numbers:
   - main metric (``gate.metric``): not worse than the champion by more than ``gate.tolerance``;
-    with no champion (the first model), not worse than the classical TF-IDF baseline by more
-    than ``gate.tolerance`` (``gate.require_beat_baseline``);
+    with no champion (the first model), strictly better than the classical TF-IDF baseline
+    (``gate.require_beat_baseline``): a transformer that cannot beat it is not worth serving;
   - slices: no slice with at least ``evaluation.min_slice_support`` rows drops by more than
     ``gate.max_slice_drop`` against the champion on the same metric;
   - fairness: every judged gap in ``gate.fairness_metrics`` stays within ``gate.max_fairness_gap``
@@ -160,13 +160,11 @@ def _baseline_check(value: float, baseline: dict | None, metric: str,
         message = f"first model: {metric} {value:.3f}; no baseline score to compare with"
         return GateCheck("baseline", True, message), None
     floor = float(baseline[metric])
-    short = floor - value
-    if short > config.tolerance:
+    if value <= floor:
         return GateCheck("baseline", False, f"first model: {metric} {value:.3f} vs TF-IDF baseline {floor:.3f} "
-                                            f"(short by {short:.3f} > tolerance {config.tolerance:.3f})"), floor
+                                            f"(does not beat it, short by {floor - value:.3f})"), floor
     return GateCheck("baseline", True, f"first model: {metric} {value:.3f} vs TF-IDF baseline {floor:.3f} "
-                                       f"({'+' if short <= 0 else '-'}{abs(short):.3f}, tolerance "
-                                       f"{config.tolerance:.3f})"), floor
+                                       f"(beats it by {value - floor:.3f})"), floor
 
 
 def _slice_checks(challenger: EvaluationReport, champion: EvaluationReport, metric: str,
