@@ -173,7 +173,8 @@ def _run_stages(config: PipelineConfig, record: RunRecord, resumed_choice: str |
     with stage("gate"):
         decision = gate_task(challenger, champion_report, baseline_metrics, config)
         record.fields["gate"] = decision.to_json()
-        create_markdown_artifact(key="promotion-decision", markdown=_decision_markdown(record.run_id, decision),
+        record.add_report("Gate decision", decision.save(directory / "gate"), "gate")
+        create_markdown_artifact(key="promotion-decision", markdown=decision.to_markdown(),
                                  description="Champion/challenger gate")
 
     with stage("package"):
@@ -234,8 +235,3 @@ def _reference_sample(splits: DatasetSplits, model_dir: Path, config: PipelineCo
     reference["score"] = probabilities.max(1)
     return reference
 
-
-def _decision_markdown(run_id: str, decision) -> str:
-    verdict = "**promote**" if decision.promote else "**reject**"
-    reasons = "\n".join(f"- {reason}" for reason in decision.reasons)
-    return f"# Gate for run `{run_id}`: {verdict}\n\n{reasons}\n"
