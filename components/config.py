@@ -176,7 +176,7 @@ class TrainingConfig(Section):
     checkpoint_every_steps: int = Field(50, ge=1)
     num_workers: int | None = Field(None, ge=0, le=64, description="data loader workers; unset = 0 on CPU, 2 per GPU")
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads per process; unset = cores / processes")
-    processes: int = Field(1, ge=1, le=64, description="data-parallel processes on this machine (torchrun)")
+    processes: int = Field(1, ge=1, le=64, description="data-parallel processes on this machine")
     peak_tflops: float | None = Field(None, gt=0, description="GPU peak for MFU when the GPU is not in the table")
 
 

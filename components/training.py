@@ -9,8 +9,8 @@ several callbacks and overrides there; ``benchmarks/bench_training.py`` measures
 a plain Trainer script (fixed-length padding, its defaults) and against a Trainer given dynamic
 padding, in the same run (docs/training.md has the figures).
 
-The same code runs as one process or as one of N data-parallel processes started by torchrun
-(``components.training_distributed``); it reads its place from ``torch.distributed``.
+The same code runs as one process or as one of N data-parallel processes (started by torchrun,
+or by ``components.training_distributed.launch_local``); it reads its place from ``torch.distributed``.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def finetune(
     (``TrainedModel.resumed_from_step`` says from where) or returns the already finished model.
     ``progress(step, total_steps, loss)`` is called after every optimizer step (every 10th on a
     GPU, where reading the loss stalls the device), in a single-process run. With
-    ``config.processes > 1`` the work is spread over that many local processes via torchrun.
+    ``config.processes > 1`` the work is spread over that many local processes (data parallel).
 
     Raises DataError for labels outside ``labels``, ConfigError for settings the model or
     hardware cannot honour, StageError when a distributed run fails.

@@ -1,5 +1,5 @@
-"""Data-parallel fine-tuning: the entry point torchrun starts in every process, and the launcher
-``finetune`` uses when ``training.processes > 1``.
+"""Data-parallel fine-tuning: the entry point every process runs (started by torchrun, accelerate
+launch, or by ``launch_local`` when ``training.processes > 1``), and that local launcher.
 
 One process per GPU (or per CPU share): each joins the ``torch.distributed`` process group (NCCL on
 GPUs, gloo on CPUs), then runs the ordinary ``components.training.finetune``, which takes its share
@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import subprocess
 import sys
+import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,17 +32,24 @@ from components.errors import DataError, StageError, TuneopsError
 logger = logging.getLogger(__name__)
 
 INPUTS_DIR = "distributed-inputs"
+# How launch_local tells its processes where to meet (a file:// URL); unset under torchrun,
+# whose MASTER_ADDR / MASTER_PORT are read through init_method "env://".
+INIT_METHOD_VARIABLE = "TUNEOPS_DIST_INIT"
 
 
 def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str], checkpoint: str,
                  config: TrainingConfig, output_dir: Path, champion_dir: Path | None, resume: bool):
-    """Run ``finetune`` as ``config.processes`` local processes under torchrun and return the result.
+    """Run ``finetune`` as ``config.processes`` local processes and return the result.
 
-    The splits and settings go to the processes as files beside the model directory; the
-    rendezvous listens on 127.0.0.1 only, as a one-machine job needs nothing else.
+    The processes are started here, the way torchrun starts them (RANK, LOCAL_RANK, WORLD_SIZE in
+    the environment, the same entry point), but they meet through a file store instead of
+    torchrun's TCP store: that store listens on every network interface, and a one-machine job
+    needs no network listener at all. gloo / NCCL connect the processes over loopback only.
+    The splits and settings reach the processes as files beside the model directory.
     """
     from components.training import TrainedModel
 
+    processes = config.processes
     inputs = Path(output_dir).parent / INPUTS_DIR
     inputs.mkdir(parents=True, exist_ok=True)
     train_path, validation_path = inputs / "train.parquet", inputs / "validation.parquet"
@@ -50,10 +58,7 @@ def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str
     config_path = inputs / "config.yaml"
     config_path.write_text(yaml.safe_dump({"training": config.model_dump(mode="json")}))
     command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", "--nproc_per_node", str(config.processes),
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "components.training_distributed",
+        sys.executable, "-m", "components.training_distributed",
         "--config", str(config_path), "--checkpoint", checkpoint, "--output-dir", str(output_dir),
         "--train", str(train_path), "--validation", str(validation_path), "--labels", ",".join(labels),
     ]
@@ -61,25 +66,56 @@ def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str
         command += ["--champion-dir", str(champion_dir)]
     if resume:
         command.append("--resume")
+    # A fresh file per launch: a file store left by a killed launch would hold stale keys.
+    rendezvous = inputs / f"rendezvous-{uuid.uuid4().hex}"
     environment = dict(os.environ)
-    # gloo picks its network interface from the host name; on one machine, loopback is the one.
     environment.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    environment.setdefault("NCCL_SOCKET_IFNAME", "lo")
     environment.setdefault("OMP_NUM_THREADS", "1")  # each process sets its own share (cpu_threads)
-    log_path = inputs / "torchrun.log"
-    logger.info("launching %d training processes: %s (log: %s)", config.processes, " ".join(command), log_path)
-    with open(log_path, "w") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
-                                  cwd=Path(__file__).resolve().parent.parent)
-    if finished.returncode != 0:
-        raise StageError(f"training: the {config.processes}-process run failed (exit {finished.returncode}); "
+    environment.update({
+        INIT_METHOD_VARIABLE: rendezvous.resolve().as_uri(),
+        "WORLD_SIZE": str(processes),
+        "LOCAL_WORLD_SIZE": str(processes),
+    })
+    logger.info("launching %d training processes: %s (logs: %s/rank*.log)", processes, " ".join(command), inputs)
+    running: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        for rank in range(processes):
+            log_path = inputs / f"rank{rank}.log"
+            with open(log_path, "w") as log:
+                process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+                    env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+                )
+            running.append((process, log_path))
+        failure = _wait_all(running)
+    finally:
+        for process, _ in running:  # only after a failure or an interrupt are any still running
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        rendezvous.unlink(missing_ok=True)
+    if failure is not None:
+        rank, code, log_path = failure
+        raise StageError(f"training: process {rank} of the {processes}-process run failed (exit {code}); "
                          f"{_last_error_line(log_path)} (full log: {log_path})")
     return TrainedModel.from_dir(output_dir)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _wait_all(running: list[tuple[subprocess.Popen, Path]]) -> tuple[int, int, Path] | None:
+    """Wait until every process has exited; on the first failure return (rank, exit code, log) at
+    once, since the others would wait for the failed one at their next collective."""
+    while True:
+        pending = False
+        for rank, (process, log_path) in enumerate(running):
+            code = process.poll()
+            if code is None:
+                pending = True
+            elif code != 0:
+                return rank, code, log_path
+        if not pending:
+            return None
+        time.sleep(0.2)
 
 
 def _last_error_line(log_path: Path) -> str:
@@ -150,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             if use_cuda:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             # A long validation pass on rank 0 must not time out the others' barrier.
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+            dist.init_process_group(
+                backend="nccl" if use_cuda else "gloo", init_method=os.environ.get(INIT_METHOD_VARIABLE, "env://"),
+                rank=rank, world_size=int(os.environ["WORLD_SIZE"]), timeout=timedelta(minutes=30),
+            )
             joined = True
         result = finetune(train, validation, labels, arguments.checkpoint, config.training, arguments.output_dir,
                           champion_dir=arguments.champion_dir, resume=arguments.resume)

@@ -1,4 +1,4 @@
-"""Data parallelism: the same fine-tune as 1 process and as 2 torchrun processes (gloo on
+"""Data parallelism: the same fine-tune as 1 process and as 2 processes (gloo over
 127.0.0.1) must compute the same steps. Dropout is switched off so the only difference left is
 the order of floating-point sums when the processes' gradients are averaged."""
 
@@ -9,10 +9,12 @@ import random
 
 import numpy as np
 import pandas as pd
+import pytest
 from safetensors.torch import load_file
 
 from components.config import TrainingConfig
 from components.data import LABEL
+from components.errors import StageError
 from components.training import finetune
 
 CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
@@ -52,7 +54,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
                       tmp_path / "two" / "model")
 
     assert double.world_size == 2 and single.world_size == 1
-    log = (tmp_path / "two" / "distributed-inputs" / "torchrun.log").read_text()
+    log = (tmp_path / "two" / "distributed-inputs" / "rank0.log").read_text()
     assert "2 process(es)" in log
     single_losses = np.array([row["train_loss"] for row in single.history])
     double_losses = np.array([row["train_loss"] for row in double.history])
@@ -65,3 +67,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert max(float((one[key] - two[key]).abs().max()) for key in one) < 1e-3
     summary = json.loads((double.path / "training_summary.json").read_text())
     assert summary["throughput"]["processes"] == 2
+
+
+def test_a_failing_process_is_a_one_line_stage_error(tmp_path):
+    train, validation, labels = tiny_splits()
+    train.loc[0, LABEL] = "furious"
+    with pytest.raises(StageError, match=r"process \d of the 2-process run failed.*'furious'"):
+        finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**SETTINGS | {"processes": 2}),
+                 tmp_path / "model")

@@ -39,13 +39,16 @@ from components.training_data import (
     micro_batches,
 )
 from components.training_runtime import (
+    DistributedContext,
     FlopsShape,
+    build_adamw,
+    cpu_threads,
+    loader_workers,
     lr_multiplier,
     peak_flops,
     resolve_device,
     select_precision,
     training_flops,
-    DistributedContext,
 )
 from components.training_transfer import freeze
 
@@ -245,6 +248,16 @@ def test_device_is_detected_and_can_be_forced():
     assert resolve_device("auto", context, cuda_available=False) == "cpu"
     with pytest.raises(ConfigError, match="no CUDA device"):
         resolve_device("cuda", context, cuda_available=False)
+
+
+def test_threads_workers_and_optimizer_suit_the_device():
+    assert cpu_threads(3, local_world_size=2) == 3
+    assert cpu_threads(None, local_world_size=64) == 1
+    assert loader_workers(None, "cpu", 1) == 0  # workers would take cores from the matmuls
+    assert loader_workers(None, "cuda:0", 1) <= 2 and loader_workers(4, "cuda:0", 1) == 4
+    layer = torch.nn.Linear(4, 2)
+    optimizer, kind = build_adamw([{"params": list(layer.parameters()), "weight_decay": 0.0}], 1e-3, "cpu")
+    assert kind == "fused" and optimizer.defaults["fused"]
 
 
 def test_learning_rate_warms_up_then_follows_the_schedule():
