@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from components.config import PipelineConfig
+from components.training_runtime import peak_rss_mib
 
 STAGES = ("load_data", "validate", "select_model", "finetune", "evaluate", "gate", "package")
 TRACKED_PACKAGES = (
@@ -103,6 +104,8 @@ class RunRecord:
         self.status = status
         self.error = error
         self.fields["finished_at"] = _now()
+        # The run's memory high-water mark (training processes of a distributed run included).
+        self.fields["peak_rss_mib"] = round(peak_rss_mib(include_children=True), 1)
         self.write()
 
     def summary(self) -> dict[str, Any]:

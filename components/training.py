@@ -109,11 +109,21 @@ class TrainedModel:
 
     @property
     def first_loss(self) -> float:
-        return self.history[0]["train_loss"] if self.history else math.nan
+        """Mean training loss over the first few steps (one batch's loss alone is too noisy to compare)."""
+        return self._mean_loss(self.history[:self._loss_window()])
 
     @property
     def last_loss(self) -> float:
-        return self.history[-1]["train_loss"] if self.history else math.nan
+        """Mean training loss over the last few steps, the counterpart of ``first_loss``."""
+        return self._mean_loss(self.history[-self._loss_window():])
+
+    def _loss_window(self) -> int:
+        # A fifth of the run, 1 to 10 steps: short runs still compare their two ends.
+        return max(1, min(10, len(self.history) // 5))
+
+    @staticmethod
+    def _mean_loss(rows: list[dict]) -> float:
+        return sum(row["train_loss"] for row in rows) / len(rows) if rows else math.nan
 
     def to_json(self) -> dict:
         data = asdict(self)

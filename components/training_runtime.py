@@ -210,6 +210,10 @@ def peak_flops(device_name: str, precision: str, override_tflops: float | None =
     return None
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def peak_rss_mib(include_children: bool = False) -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB); with
+    ``include_children``, the larger of that and the largest finished child process's peak."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if include_children:
+        peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return peak / 1024.0

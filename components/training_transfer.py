@@ -8,6 +8,8 @@ Hugging Face checkpoint that ``Predictor.from_dir`` and serving load without pef
 
 from __future__ import annotations
 
+import warnings
+
 from components.checkpoints import transformer_layers
 from components.config import TrainingConfig
 from components.errors import ConfigError
@@ -59,7 +61,10 @@ def add_adapter(model, config: TrainingConfig):
         else:
             adapter_config = peft.IA3Config(task_type=peft.TaskType.SEQ_CLS, target_modules=targets,
                                             feedforward_modules=[] if targets else None)
-        return peft.get_peft_model(model, adapter_config)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated is_gradient_checkpointing; nothing a user can act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return peft.get_peft_model(model, adapter_config)
     except ValueError as error:
         first = str(error).strip().splitlines()[0]
         raise ConfigError(f"config: training.adapter {config.adapter}: {first}") from None

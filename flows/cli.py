@@ -120,12 +120,18 @@ def _print_summary(summary: dict) -> None:
 
     from components.home import run_dir
 
-    console = Console()
+    console = Console(soft_wrap=True)  # whole lines: logs and greps read them
     metrics = summary.get("metrics") or {}
     shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("accuracy", "macro_f1") if k in metrics)
     console.print(f"run {summary['run_id']}: [bold]{summary['status']}[/bold] ({shown})")
     for reason in (summary.get("gate") or {}).get("reasons", []):
-        console.print(f"  - {reason}")
+        console.print(f"  - {reason}", markup=False)  # reasons quote data, which may hold brackets
+    throughput = (summary.get("training") or {}).get("throughput") or {}
+    if throughput:
+        console.print(f"fine-tune: {throughput['real_tokens_per_second']:,.0f} real tokens/s on {throughput['device']} "
+                      f"({throughput['precision']}), padding efficiency {throughput['padding_efficiency']:.2f}")
+    if summary.get("peak_rss_mib"):
+        console.print(f"peak memory: {summary['peak_rss_mib'] / 1024:.2f} GiB RSS")
     if summary.get("model_tag"):
         console.print(f"model: {summary['model_tag']}")
     console.print(f"report: {run_dir(summary['run_id']) / 'index.html'}")

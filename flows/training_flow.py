@@ -147,12 +147,13 @@ def _run_stages(config: PipelineConfig, record: RunRecord, resumed_choice: str |
     with stage("finetune") as entry:
         trained = finetune_task(splits, chosen, config, directory / "model", champion_dir, resume)
         entry["first_loss"], entry["last_loss"] = trained.first_loss, trained.last_loss
-        if getattr(trained, "resumed_from_step", None):
+        if trained.resumed_from_step:
             entry["resumed_from_step"] = trained.resumed_from_step
         record.fields["training"] = {
             "first_loss": trained.first_loss, "last_loss": trained.last_loss,
             "best_validation": trained.best_validation, "throughput": trained.throughput,
         }
+        record.add_report("Fine-tuning (curves, throughput, settings)", trained.html_path, "finetune")
         for name in ("learning_curve.png", "learning_curve.csv"):
             record.add_report(f"Learning curve ({name.rsplit('.', 1)[1]})", trained.path / name, "finetune")
 

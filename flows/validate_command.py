@@ -32,7 +32,7 @@ def print_report(report: ValidationReport) -> None:
     """Print the report's summary lines with colour: red for blocking, yellow for warnings."""
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     lines = report.summary_lines()
     verdict_style = "bold green" if report.passed else "bold red"
     for index, line in enumerate(lines):

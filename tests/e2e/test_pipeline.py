@@ -67,7 +67,12 @@ def test_run_promotes_a_model_and_writes_the_record(first_run):
     for report in summary["reports"]:
         assert (record / report["path"]).exists(), report
         assert report["path"] in index
+    linked = {Path(report["path"]).name for report in summary["reports"]}
+    assert {"training_report.html", "learning_curve.png", "index.html"} <= linked, linked
     assert summary["model_tag"] in result.stdout
+    # The CPU run's memory budget (issue 5: under 4 GiB RSS), printed for the user.
+    assert 0 < summary["peak_rss_mib"] < 4096 and "peak memory:" in result.stdout
+    assert "real tokens/s on cpu (fp32)" in result.stdout
 
 
 def test_run_saves_the_model_in_the_bentoml_store_as_champion(first_run):
