@@ -28,6 +28,7 @@ import yaml
 from components.config import TrainingConfig, load_config
 from components.data import LABEL, TEXT, load_data, read_table
 from components.errors import DataError, StageError, TuneopsError
+from components.process_guard import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +84,10 @@ def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str
         for rank in range(processes):
             log_path = inputs / f"rank{rank}.log"
             with open(log_path, "w") as log:
+                # This thread waits for them below, so they end with it if tuneops is killed outright.
                 process = subprocess.Popen(
                     command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-                    env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+                    env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)}, preexec_fn=die_with_parent,
                 )
             running.append((process, log_path))
         failure = _wait_all(running)

@@ -98,15 +98,17 @@ def run(
         load_config(config, overrides)  # bad config: exit 2 before any server starts
         _configure_logging()
         from flows import progress
+        from flows.prefect_server import prefect_api
         from flows.training_flow import train_pipeline
 
         reporter = progress.for_terminal()
         progress.use(reporter)
         try:
-            summary = train_pipeline(
-                config_path=str(config) if config else None, overrides=list(overrides or []),
-                run_id=resume, resume=resume is not None,
-            )
+            with prefect_api():
+                summary = train_pipeline(
+                    config_path=str(config) if config else None, overrides=list(overrides or []),
+                    run_id=resume, resume=resume is not None,
+                )
         finally:
             reporter.close()
         _print_summary(summary)

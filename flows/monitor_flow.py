@@ -188,20 +188,14 @@ def _markdown(report: monitoring.MonitorReport) -> str:
 
 def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: bool) -> int:
     """``tuneops monitor``: one monitor run now (on the stack's Prefect server when it is up)."""
-    import contextlib
+    from flows.prefect_server import prefect_api
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.stack import prefect_api_url
-
-    api_url = prefect_api_url()
-    # Without a server (no PREFECT_API_URL, no `tuneops up`) the flow runs on Prefect's ephemeral
-    # one, where no retrain deployment exists: the report then says retraining is due.
-    use_server = temporary_settings(updates={PREFECT_API_URL: api_url}) if api_url else contextlib.nullcontext()
     if config_path:
         # The retrain it may start runs in the worker's working directory: pass an absolute path.
         config_path = str(Path(config_path).resolve())
-    with use_server:
+    # Without a server (no PREFECT_API_URL, no `tuneops up`) the flow runs on a temporary one, where
+    # no retrain deployment exists: the report then says retraining is due.
+    with prefect_api():
         result = monitor_pipeline(config_path=config_path, overrides=list(overrides), trigger_retrain=trigger_retrain)
     drift = "n/a" if result["drift_share"] is None else f"{result['drift_share']:.2f}"
     print(f"monitor {result['run_id']}: {result['status']}, {result['rows']} predictions, drift share {drift}")

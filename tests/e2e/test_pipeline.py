@@ -105,3 +105,54 @@ def test_bad_config_and_missing_data_fail_with_one_clear_line(tmp_path, args, co
     assert "Traceback" not in result.stderr
     models = tmp_path / "bentoml" / "models"
     assert not models.exists() or not any(models.rglob("model.yaml"))
+
+
+def test_a_run_killed_mid_training_resumes_and_leaves_no_server_behind(tmp_path):
+    import re
+    import signal
+    import socket
+    import time
+
+    # Smaller than SMALL_RUN: the gate's verdict does not matter here, only that the run completes.
+    settings = [
+        "--set", "data.max_rows=300", "--set", "training.max_steps=40", "--set", "training.batch_size=16",
+        "--set", "training.checkpoint_every_steps=10", "--set", "evaluation.bootstrap_samples=20",
+        "--set", "selection.candidates=[packaged:all-MiniLM-L6-v2@layers=2]",
+    ]
+    env = {**os.environ, "TUNEOPS_HOME": str(tmp_path)}
+    for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL"):
+        env.pop(inherited, None)
+    log_path = tmp_path / "killed.log"
+    with open(log_path, "w") as log:
+        killed = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *settings], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 900
+        while not list(tmp_path.glob("runs/*/checkpoints/step-*")):
+            assert killed.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.1)
+        killed.send_signal(signal.SIGKILL)
+    finally:
+        killed.kill()
+        killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    # Prefect's temporary server went down with the killed run.
+    port = int(re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", log_path.read_text()).group(1))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the killed run's Prefect server still answers on port {port}")
+
+    run_id = next((tmp_path / "runs").iterdir()).name
+    resumed = tuneops("run", *settings, "--resume", run_id, home=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from checkpoint" in resumed.stderr
+    summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
+    assert summary["stages"]["finetune"]["resumed_from_step"] >= 10
+    assert summary["status"] in ("promoted", "rejected")

@@ -1,0 +1,67 @@
+"""Children end with their parent, even when the parent is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from components import process_guard
+
+pytestmark = pytest.mark.skipif(not process_guard.supported(), reason="PR_SET_PDEATHSIG is Linux only")
+
+# A parent that starts a long-sleeping child either way, prints the child's pid, then waits to be killed.
+PARENT = """
+import subprocess, sys, time
+from components.process_guard import OrphanGuard, die_with_parent
+how = sys.argv[1]
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         preexec_fn=die_with_parent if how == "preexec" else None)
+guard = OrphanGuard([child.pid]) if how in ("guard", "released") else None
+if how == "released":
+    guard.release()
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A dead child of a dead parent is reaped by init; until then it is a zombie.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+def kill_parent_and_watch_child(how: str, patience_s: float = 15.0) -> tuple[int, bool]:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, how], stdout=subprocess.PIPE, text=True,
+                              cwd=os.getcwd())
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)  # the guard is up and waiting
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + patience_s
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return child, alive(child)
+
+
+@pytest.mark.parametrize("how", ["preexec", "guard"])
+def test_a_child_ends_when_its_parent_is_killed(how):
+    child, still_alive = kill_parent_and_watch_child(how)
+    assert not still_alive, f"child {child} outlived its SIGKILLed parent"
+
+
+def test_a_released_guard_leaves_the_child_alone():
+    child, still_alive = kill_parent_and_watch_child("released", patience_s=3.0)
+    try:
+        assert still_alive, "the released guard still stopped the child"
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
