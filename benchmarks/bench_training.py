@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from components.home import OMP_WAIT_POLICY  # noqa: E402  (light: no torch import)
+
 CHECKPOINT = "packaged:all-MiniLM-L6-v2"
 VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
 
@@ -166,8 +168,10 @@ def launch(variant: str, args, workdir: Path) -> dict:
                "--rows", str(args.rows), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                "--max-length", str(args.max_length), "--threads", str(args.threads),
                "--learning-rate", str(args.learning_rate), "--seed", str(args.seed)]
+    # Every variant runs with the OpenMP wait policy tuneops sets for itself: the same runtime for all.
     environment = dict(os.environ, TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false",
-                       TUNEOPS_HOME=str(workdir / "home"))
+                       TUNEOPS_HOME=str(workdir / "home"),
+                       OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", OMP_WAIT_POLICY))
     started = time.perf_counter()
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO)
     lines = [line for line in finished.stdout.splitlines() if line.startswith("RESULT ")]

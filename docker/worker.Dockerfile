@@ -19,7 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DO_NOT_TRACK=1 \
     BENTOML_DO_NOT_TRACK=true \
     HF_HUB_OFFLINE=1 \
-    TOKENIZERS_PARALLELISM=false
+    TOKENIZERS_PARALLELISM=false \
+    OMP_WAIT_POLICY=PASSIVE
 
 RUN useradd --create-home --uid 10001 tuneops \
     && mkdir -p /data /opt/tuneops \
