@@ -31,10 +31,10 @@ def prediction_log_dir() -> Path:
 
 
 # torch's OpenMP threads wait for each other passively (sleep) instead of spinning. On a machine
-# shared with other work, a spinning thread burns the slice its descheduled sibling needs: a
-# MiniLM training step with 2 threads and 4 busy processes on 2 cores took 6.6 s spinning and 2.0 s
-# passive; on an idle machine the two were within noise (0.51-0.56 s). It must be set before torch
-# loads its OpenMP runtime.
+# shared with other work, a spinning thread burns the slice its descheduled sibling needs: with 4
+# busy processes on 2 cores a MiniLM training step was 1.8-3.4x faster passive; alone on the
+# machine it was 0-16% slower (benchmarks/bench_contention.py, docs/training.md). It must be set
+# before torch loads its OpenMP runtime; a value in the environment wins.
 OMP_WAIT_POLICY = "PASSIVE"
 
 

@@ -11,9 +11,9 @@ def prefect_api() -> Iterator[str]:
     """Point Prefect at a server for the duration of one command and yield its API URL.
 
     ``PREFECT_API_URL`` or the server ``tuneops up`` started is used when there is one, so the run
-    shows in that server's UI. Otherwise this starts Prefect's own temporary local server, as Prefect
-    would on first use, but watched by an ``OrphanGuard``: Prefect stops that server at a normal exit
-    or Ctrl-C, and the guard stops it when tuneops is killed outright (``kill -9`` before
+    shows in that server's UI. Otherwise this starts Prefect's own temporary local server (127.0.0.1,
+    the one Prefect would start on first use) and stops it on the way out, exception or Ctrl-C
+    included. An ``OrphanGuard`` stops it when tuneops is killed outright (``kill -9`` before
     ``tuneops run --resume``), which would otherwise leave it running with nobody to stop it.
     """
     from prefect.server.api.server import SubprocessASGIServer
