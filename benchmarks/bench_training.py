@@ -43,14 +43,12 @@ VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
 def demo_splits(rows: int):
     """The demo's train split (first ``rows`` rows) and a small validation split."""
     from components.config import DataConfig
-    from components.data import load_data
+    from components.data import as_validated, load_data
 
     home = Path(os.environ.get("TUNEOPS_HOME", tempfile.gettempdir())) / "demo"
-    splits = load_data(DataConfig(), home)
+    splits = as_validated(load_data(DataConfig(), home))
     train = splits.train.head(rows).reset_index(drop=True)
     validation = splits.validation.head(100).reset_index(drop=True)
-    for frame in (train, validation):
-        frame["label"] = frame["label"].astype(str)
     return train, validation, splits.labels
 
 
@@ -129,19 +127,16 @@ def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
 def run_default(workdir: Path) -> dict:
     """The default pipeline config's fine-tune on the demo data, as ``tuneops run`` would do it."""
     from components.config import PipelineConfig
-    from components.data import load_data
+    from components.data import as_validated, load_data
     from components.training import finetune
 
     config = PipelineConfig()
-    splits = load_data(config.data, workdir / "demo")
-    train, validation = splits.train.copy(), splits.validation.copy()
-    for frame in (train, validation):
-        frame["label"] = frame["label"].astype(str)
+    splits = as_validated(load_data(config.data, workdir / "demo"))
     started = time.perf_counter()
-    result = finetune(train, validation, splits.labels, CHECKPOINT, config.training, workdir / "default" / "model")
+    result = finetune(splits.train, splits.validation, splits.labels, CHECKPOINT, config.training, workdir / "default" / "model")
     return {
         "wall_seconds": time.perf_counter() - started,
-        "train_rows": len(train),
+        "train_rows": len(splits.train),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
         "best_validation": result.best_validation,

@@ -5,10 +5,8 @@ the order of floating-point sums when the processes' gradients are averaged."""
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
-import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
@@ -16,35 +14,15 @@ from components.config import TrainingConfig
 from components.data import LABEL
 from components.errors import StageError
 from components.training import finetune
+from tests.code.test_training import CHECKPOINT, tiny_splits
 
-CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
-# As in test_training.py: one thread per process (2 processes on a shared 2-core machine).
-TINY = dict(learning_rate=5e-4, freeze_embeddings=True, threads=1, early_stopping_patience=None)
-WORDS = {"negative": ["awful", "broken", "useless"], "neutral": ["okay", "average", "fine"],
-         "positive": ["great", "excellent", "lovely"]}
-
-
-def tiny_splits():
-    """Short reviews of 8-20 tokens whose sentiment word decides the label (as in test_training.py)."""
-    def reviews(rows: int, seed: int) -> pd.DataFrame:
-        rng = random.Random(seed)
-        records = []
-        for _ in range(rows):
-            label = rng.choice(sorted(WORDS))
-            text = f"The {rng.choice(['kettle', 'jacket', 'novel', 'kite'])} is {rng.choice(WORDS[label])}."
-            if rng.random() < 0.5:
-                text += f" I bought it for my {rng.choice(['son', 'mother', 'office'])} last week."
-            records.append({"text": text, LABEL: label})
-        return pd.DataFrame.from_records(records)
-
-    return reviews(240, seed=1), reviews(60, seed=2), sorted(WORDS)
-
-
-# 240 train rows in steps of 79: three full steps and one of 3 rows per epoch. With 2 accumulation
-# micro-batches over 2 processes, that last step is split [2 rows | 1 row] and the second process
-# has no row in the second micro-batch (it joins the all-reduce with a zero-weighted placeholder).
-SETTINGS = TINY | {"max_steps": None, "epochs": 2, "batch_size": 79, "grad_accum_steps": 2, "dropout": 0.0,
-                   "eval_every_steps": 4, "checkpoint_every_steps": 3, "freeze_layers": 1}
+# test_training.py's 240 train rows in steps of 79: three full steps and one of 3 rows per epoch.
+# With 2 accumulation micro-batches over 2 processes, that last step is split [2 rows | 1 row] and
+# the second process has no row in the second micro-batch (it joins the all-reduce with a
+# zero-weighted placeholder). One thread per process: 2 processes share a 2-core machine.
+SETTINGS = dict(learning_rate=5e-4, freeze_embeddings=True, threads=1, early_stopping_patience=None, epochs=2,
+                batch_size=79, grad_accum_steps=2, dropout=0.0, eval_every_steps=4, checkpoint_every_steps=3,
+                freeze_layers=1)
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):

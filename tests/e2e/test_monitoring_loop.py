@@ -10,7 +10,6 @@ does not wait for a whole training run; the slow test runs the whole retrain spi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.e2e.helpers import cli_environment
 
 # Small enough for a 2-core CPU, big enough that the retrained model passes the gate's behavioural
 # checks (30 steps sometimes leave 'clear neutral reviews' below its pass rate): ~35 s of training.
@@ -35,16 +36,9 @@ TINY_RETRAIN = [
 TRAFFIC_ROWS = 120
 
 
-def _environment(home: Path) -> dict[str, str]:
-    env = {**os.environ, "TUNEOPS_HOME": str(home)}
-    for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL"):
-        env.pop(inherited, None)
-    return env
-
-
 def tuneops(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
-                          env=_environment(home), timeout=timeout)
+                          env=cli_environment(home), timeout=timeout)
 
 
 def _stack_record(home: Path, name: str) -> dict:
@@ -65,8 +59,9 @@ def _pid_alive(pid: int, create_time: float) -> bool:
 def stack(tmp_path_factory):
     """A champion, the local stack with serving, and the deployments; stopped at the end."""
     home = tmp_path_factory.mktemp("monitoring-home")
-    made = subprocess.run([sys.executable, __file__, "make-champion"], capture_output=True, text=True,
-                          env=_environment(home), timeout=900)
+    made = subprocess.run([sys.executable, "-m", "tests.e2e.test_monitoring_loop", "make-champion"],
+                          capture_output=True, text=True, env=cli_environment(home), timeout=900,
+                          cwd=Path(__file__).resolve().parents[2])
     assert made.returncode == 0, made.stderr[-3000:]
     champion_tag = made.stdout.strip().splitlines()[-1]
     feedback = home / "feedback.csv"  # written by the slow test only
@@ -306,7 +301,7 @@ def test_down_stops_exactly_what_up_started(stack):
 
 def make_champion() -> str:
     """Fine-tune MiniLM for a few steps on demo rows and make it the champion, with the reference
-    sample packaging keeps for monitoring. Run as ``python this_file.py make-champion``."""
+    sample packaging keeps for monitoring. Run as ``python -m tests.e2e.test_monitoring_loop make-champion``."""
     from components.home import configure_environment
 
     configure_environment()

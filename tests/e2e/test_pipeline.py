@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.helpers import cli_environment
 
 SMALL_RUN = [
     # Enough steps for the fine-tuned model to beat the TF-IDF floor, which the gate requires.
@@ -24,12 +25,8 @@ SMALL_RUN = [
 
 
 def tuneops(*args: str, home: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TUNEOPS_HOME": str(home)}
-    for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL"):
-        env.pop(inherited, None)
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          env=cli_environment(home), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +116,10 @@ def test_a_run_killed_mid_training_resumes_and_leaves_no_server_behind(tmp_path)
         "--set", "training.checkpoint_every_steps=10", "--set", "evaluation.bootstrap_samples=20",
         "--set", "selection.candidates=[packaged:all-MiniLM-L6-v2@layers=2]",
     ]
-    env = {**os.environ, "TUNEOPS_HOME": str(tmp_path)}
-    for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL"):
-        env.pop(inherited, None)
     log_path = tmp_path / "killed.log"
     with open(log_path, "w") as log:
         killed = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *settings], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env)
+                                  stderr=subprocess.STDOUT, env=cli_environment(tmp_path))
     try:
         deadline = time.monotonic() + 900
         while not list(tmp_path.glob("runs/*/checkpoints/step-*")):
