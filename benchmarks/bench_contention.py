@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 STEP_SCRIPT = """
 import sys, time, torch
 from transformers import AutoModelForSequenceClassification
-from components.checkpoints import packaged_model_dir
+from tuneops.components.checkpoints import packaged_model_dir
 threads, steps = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)
 torch.set_num_threads(threads)

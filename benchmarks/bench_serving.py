@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.home import configure_environment  # noqa: E402
+from tuneops.components.paths import configure_environment  # noqa: E402
 
 
 def main() -> int:
@@ -60,7 +60,7 @@ def main() -> int:
 
     configure_environment()
     tag = _model_tag(args)
-    from components import registry
+    from tuneops.components import registry
 
     model_dir = registry.verify_model(tag).model_dir
     texts = _texts(4000)
@@ -175,7 +175,7 @@ class Server:
     def __enter__(self) -> "Server":
         env = {**os.environ, "TUNEOPS_HOME": self.home.name, "BENTOML_HOME": os.environ["BENTOML_HOME"]}
         env.pop("TUNEOPS_API_TOKEN", None)
-        command = [sys.executable, "-m", "flows.cli", "serve", "--model", self.tag, "--port", str(self.port)]
+        command = [sys.executable, "-m", "tuneops.flows.cli", "serve", "--model", self.tag, "--port", str(self.port)]
         for override in self.overrides:
             command += ["--set", override]
         self.log = open(Path(self.home.name) / "server.log", "w")
@@ -241,13 +241,13 @@ def _count(requests: int, level: int, levels: list[int]) -> int:
 
 
 def _texts(rows: int) -> list[str]:
-    from components.demo_data import generate_reviews
+    from tuneops.components.data.demo import generate_reviews
 
     return generate_reviews(rows, seed=99)["text"].tolist()
 
 
 def _model_tag(args) -> str:
-    from components import registry
+    from tuneops.components import registry
 
     if args.model:
         return args.model
@@ -261,10 +261,10 @@ def _model_tag(args) -> str:
 
 def _quick_model() -> str:
     """Fine-tune MiniLM for 20 steps on demo reviews and package it (speed, not quality, matters here)."""
-    from components import registry
-    from components.config import TrainingConfig
-    from components.demo_data import generate_reviews
-    from components.training import finetune
+    from tuneops.components import registry
+    from tuneops.components.config import TrainingConfig
+    from tuneops.components.data.demo import generate_reviews
+    from tuneops.components.training.finetune import finetune
 
     frame = generate_reviews(360, seed=3)
     labels = sorted(frame["label"].unique())

@@ -2,7 +2,7 @@
 
 Same machine, same run, same model, data, batch size, epochs, learning rate and thread count:
 
-  tuneops           components.training.finetune (dynamic padding, length-grouped batches, fused AdamW)
+  tuneops           tuneops.components.training.finetune.finetune (dynamic padding, length-grouped batches, fused AdamW)
   trainer-fixed     transformers.Trainer with its defaults and every row padded to max_length:
                     the plain script the issue names as the baseline
   trainer-dynamic   transformers.Trainer given dynamic padding (DataCollatorWithPadding) and
@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from components.home import OMP_WAIT_POLICY  # noqa: E402  (light: no torch import)
+from tuneops.components.paths import OMP_WAIT_POLICY  # noqa: E402  (light: no torch import)
 
 CHECKPOINT = "packaged:all-MiniLM-L6-v2"
 VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
@@ -42,8 +42,8 @@ VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
 
 def demo_splits(rows: int):
     """The demo's train split (first ``rows`` rows) and a small validation split."""
-    from components.config import DataConfig
-    from components.data import as_validated, load_data
+    from tuneops.components.config import DataConfig
+    from tuneops.components.data.loading import as_validated, load_data
 
     home = Path(os.environ.get("TUNEOPS_HOME", tempfile.gettempdir())) / "demo"
     splits = as_validated(load_data(DataConfig(), home))
@@ -55,8 +55,8 @@ def demo_splits(rows: int):
 def run_tuneops(args, workdir: Path) -> dict:
     import torch
 
-    from components.config import TrainingConfig
-    from components.training import finetune
+    from tuneops.components.config import TrainingConfig
+    from tuneops.components.training.finetune import finetune
 
     train, validation, labels = demo_splits(args.rows)
     config = TrainingConfig(
@@ -84,7 +84,7 @@ def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from components.checkpoints import load_for_classification, parse_spec
+    from tuneops.components.checkpoints import load_for_classification, parse_spec
 
     torch.set_num_threads(args.threads)
     train, _, labels = demo_splits(args.rows)
@@ -126,9 +126,9 @@ def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
 
 def run_default(workdir: Path) -> dict:
     """The default pipeline config's fine-tune on the demo data, as ``tuneops run`` would do it."""
-    from components.config import PipelineConfig
-    from components.data import as_validated, load_data
-    from components.training import finetune
+    from tuneops.components.config import PipelineConfig
+    from tuneops.components.data.loading import as_validated, load_data
+    from tuneops.components.training.finetune import finetune
 
     config = PipelineConfig()
     splits = as_validated(load_data(config.data, workdir / "demo"))

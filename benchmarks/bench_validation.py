@@ -22,10 +22,10 @@ from pandas.api.types import infer_dtype
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.config import ValidationConfig  # noqa: E402
-from components.data import LABEL, SPLITS, TEXT, DatasetSplits  # noqa: E402
-from components.demo_data import ASPECTS, PRODUCTS  # noqa: E402
-from components.validation import (  # noqa: E402
+from tuneops.components.config import ValidationConfig  # noqa: E402
+from tuneops.components.data.loading import LABEL, SPLITS, TEXT, DatasetSplits  # noqa: E402
+from tuneops.components.data.demo import ASPECTS, PRODUCTS  # noqa: E402
+from tuneops.components.validation.validate import (  # noqa: E402
     BLANK_REGEX,
     CONTROL_REGEX,
     HTML_ENTITY_REGEX,
@@ -143,7 +143,7 @@ def main() -> None:
     import great_expectations  # noqa: F401  (a one-off cost per process, reported on its own)
 
     import_seconds = time.perf_counter() - tick
-    from components.validation import validate_data
+    from tuneops.components.validation.validate import validate_data
 
     tuneops_times, pandas_times = [], []
     with tempfile.TemporaryDirectory(prefix="tuneops-bench-") as scratch:

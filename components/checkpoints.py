@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.errors import ConfigError
+from tuneops.components.errors import ConfigError
 
 PACKAGED_PREFIX = "packaged:"
 _LAYERS = re.compile(r"^(?P<source>.+?)@layers=(?P<layers>\d+)$")

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.errors import ConfigError
+from tuneops.components.errors import ConfigError
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 DEMO_GROUP_COLUMNS = ["product_category", "region"]
@@ -138,7 +138,7 @@ class SelectionConfig(Section):
 
 
 class TrainingConfig(Section):
-    """Fine-tuning settings (components.training). See docs/training.md for what each one does."""
+    """Fine-tuning settings (tuneops.components.training.finetune). See docs/training.md for what each one does."""
 
     epochs: float = Field(3.0, gt=0, le=100)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")

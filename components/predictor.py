@@ -29,7 +29,7 @@ def pick_device(requested: str = "auto") -> str:
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        from components.errors import ConfigError
+        from tuneops.components.errors import ConfigError
 
         raise ConfigError("config: training.device is 'cuda' but no CUDA device is available")
     if requested == "auto":

@@ -34,9 +34,9 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from components.errors import ConfigError, StageError
-from components.home import tuneops_home
-from components.predictor import MANIFEST
+from tuneops.components.errors import ConfigError, StageError
+from tuneops.components.paths import tuneops_home
+from tuneops.components.predictor import MANIFEST
 
 MODEL_NAME = "tuneops-classifier"
 POINTER_FILE = "champion.json"

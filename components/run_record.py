@@ -17,8 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from components.config import PipelineConfig
-from components.training_runtime import peak_rss_mib
+from tuneops.components.config import PipelineConfig
+from tuneops.components.paths import SOURCE_ROOT
+from tuneops.components.training.runtime import peak_rss_mib
 
 STAGES = ("load_data", "validate", "select_model", "finetune", "evaluate", "gate", "package")
 TRACKED_PACKAGES = (
@@ -128,7 +129,7 @@ class RunRecord:
 
 def code_version() -> str:
     """The git commit of the tuneops source (with ``-dirty`` if modified), else the package version."""
-    source = Path(__file__).resolve().parent.parent
+    source = SOURCE_ROOT
     try:
         commit = subprocess.run(
             ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],

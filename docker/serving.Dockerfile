@@ -35,8 +35,10 @@ COPY serving/requirements.txt ./serving/requirements.txt
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu \
         -r serving/requirements.txt -c requirements.lock
 
-COPY components ./components
-COPY serving ./serving
+# The service imports tuneops.*: the package goes in as /opt/tuneops/tuneops (the working dir).
+COPY __init__.py ./tuneops/__init__.py
+COPY components ./tuneops/components
+COPY serving ./tuneops/serving
 RUN chown -R tuneops:tuneops /opt/tuneops
 
 USER tuneops
@@ -47,4 +49,4 @@ EXPOSE 3000
 # serving.auth_token_env (default TUNEOPS_API_TOKEN) come from the environment.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=4)"]
-CMD ["bentoml", "serve", "serving.service:TuneopsClassifier", "--host", "0.0.0.0", "--port", "3000", "--working-dir", "/opt/tuneops"]
+CMD ["bentoml", "serve", "tuneops.serving.service:TuneopsClassifier", "--host", "0.0.0.0", "--port", "3000", "--working-dir", "/opt/tuneops"]

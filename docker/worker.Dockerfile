@@ -33,7 +33,7 @@ WORKDIR /opt/tuneops
 COPY requirements.lock ./
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md __init__.py ./
 COPY components ./components
 COPY flows ./flows
 COPY serving ./serving

@@ -15,8 +15,8 @@ from typing import Callable, Optional
 
 import typer
 
-from components.errors import TuneopsError
-from components.home import configure_environment
+from tuneops.components.errors import TuneopsError
+from tuneops.components.paths import configure_environment
 
 app = typer.Typer(
     name="tuneops",
@@ -93,13 +93,13 @@ def run(
     """Run the whole training pipeline as one Prefect flow and print where its record is."""
 
     def body() -> int:
-        from components.config import load_config
+        from tuneops.components.config import load_config
 
         load_config(config, overrides)  # bad config: exit 2 before any server starts
         _configure_logging()
-        from flows import progress
-        from flows.prefect_server import prefect_api
-        from flows.training_flow import train_pipeline
+        from tuneops.flows import progress
+        from tuneops.flows.prefect_server import prefect_api
+        from tuneops.flows.training_flow import train_pipeline
 
         reporter = progress.for_terminal()
         progress.use(reporter)
@@ -120,7 +120,7 @@ def run(
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
 
-    from components.home import run_dir
+    from tuneops.components.paths import run_dir
 
     console = Console(soft_wrap=True)  # whole lines: logs and greps read them
     metrics = summary.get("metrics") or {}
@@ -144,13 +144,13 @@ def validate(config: Optional[Path] = ConfigOption, overrides: Optional[list[str
     """Validate the configured data with Great Expectations and print the summary."""
 
     def body() -> int:
-        from components.config import load_config
+        from tuneops.components.config import load_config
 
         loaded = load_config(config, overrides)
         _configure_logging()
-        from components.run_record import new_run_id
-        from components.home import tuneops_home
-        from flows.validate_command import run_validate
+        from tuneops.components.run_record import new_run_id
+        from tuneops.components.paths import tuneops_home
+        from tuneops.flows.validate_command import run_validate
 
         return run_validate(loaded, tuneops_home() / "validations" / new_run_id())
 
@@ -169,11 +169,11 @@ def up(
     """Start the local stack in the background: Prefect server + worker, serving, Evidently UI."""
 
     def body() -> int:
-        from components.config import load_config
+        from tuneops.components.config import load_config
 
         load_config(config, overrides)
         _configure_logging()
-        from flows.stack import run_up
+        from tuneops.components.stack.supervisor import run_up
 
         return run_up(str(config) if config else None, list(overrides or []), prefect_port, evidently_port,
                       serving_port, serve)
@@ -187,7 +187,7 @@ def down() -> None:
 
     def body() -> int:
         configure_environment()
-        from flows.stack import run_down
+        from tuneops.components.stack.supervisor import run_down
 
         return run_down()
 
@@ -200,7 +200,7 @@ def status() -> None:
 
     def body() -> int:
         configure_environment()
-        from flows.stack import run_status
+        from tuneops.components.stack.supervisor import run_status
 
         return run_status()
 
@@ -218,11 +218,11 @@ def deploy(
     """Register the retrain and monitor deployments (infra/prefect.yaml) with the Prefect server."""
 
     def body() -> int:
-        from components.config import load_config
+        from tuneops.components.config import load_config
 
         load_config(config, overrides)
         _configure_logging()
-        from flows.deploy import run_deploy
+        from tuneops.flows.deploy import run_deploy
 
         return run_deploy(str(config) if config else None, list(overrides or []), pool, image, paused)
 
@@ -238,11 +238,11 @@ def monitor(
     """Check the traffic since the last check for drift now; retrain if it is due."""
 
     def body() -> int:
-        from components.config import load_config
+        from tuneops.components.config import load_config
 
         load_config(config, overrides)
         _configure_logging()
-        from flows.monitor_flow import run_monitor
+        from tuneops.flows.monitor_flow import run_monitor
 
         return run_monitor(str(config) if config else None, list(overrides or []), trigger)
 
@@ -250,7 +250,7 @@ def monitor(
 
 
 # models, promote, rollback, serve, bento (issue 7): flows/model_commands.py
-from flows.model_commands import register as _register_model_commands  # noqa: E402
+from tuneops.flows.model_commands import register as _register_model_commands  # noqa: E402
 
 _register_model_commands(app, guarded)
 

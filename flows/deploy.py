@@ -16,12 +16,11 @@ from typing import Any
 
 import yaml
 
-from components.config import PipelineConfig, load_config
-from components.errors import ConfigError, StageError
-from components.home import tuneops_home
+from tuneops.components.config import PipelineConfig, load_config
+from tuneops.components.errors import ConfigError, StageError
+from tuneops.components.paths import SOURCE_ROOT, tuneops_home
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PREFECT_FILE = PROJECT_ROOT / "infra" / "prefect.yaml"
+PREFECT_FILE = SOURCE_ROOT / "infra" / "prefect.yaml"
 RETRAIN_DEPLOYMENT = "tuneops-retrain/retrain"
 MONITOR_DEPLOYMENT = "tuneops-monitor/monitor"
 # Which config key holds each deployment's schedule: the tuneops config is the one place a user
@@ -124,7 +123,7 @@ def deploy(config_path: str | None, overrides: list[str], api_url: str, prefect_
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from components.monitoring import ensure_project
+    from tuneops.components.monitoring.monitor import ensure_project
 
     config = load_config(config_path, overrides)
     specs = [configure(spec, config, config_path, overrides) for spec in read_deployments(prefect_file)]
@@ -170,7 +169,7 @@ def _apply(spec: DeploymentSpec, paused: bool) -> Registered:
     from prefect.schedules import Cron
 
     deployment = RunnerDeployment.from_storage(
-        storage=LocalStorage(str(PROJECT_ROOT)),
+        storage=LocalStorage(str(SOURCE_ROOT)),
         entrypoint=spec.entrypoint,
         name=spec.name,
         schedules=[Cron(spec.cron, timezone=spec.timezone)],
@@ -212,7 +211,7 @@ def _check_cron(cron: str, key: str) -> None:
 def run_deploy(config_path: str | None, overrides: list[str], work_pool: str | None = None,
                image: str | None = None, paused: bool = False) -> int:
     """``tuneops deploy``: register the deployments and print them."""
-    from flows.stack import prefect_api_url
+    from tuneops.components.stack.supervisor import prefect_api_url
 
     api_url = prefect_api_url()
     if not api_url:

@@ -17,9 +17,9 @@ from typing import Callable, Optional
 
 import typer
 
-from components.errors import ConfigError, StageError
+from tuneops.components.errors import ConfigError, StageError
 
-SERVICE_IMPORT = "serving.service:TuneopsClassifier"
+SERVICE_IMPORT = "tuneops.serving.service:TuneopsClassifier"
 
 
 def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], None]) -> None:
@@ -63,7 +63,7 @@ def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], Non
 def list_models(as_json: bool = False) -> int:
     """Print the model table (or JSON)."""
     _prepare()
-    from components import registry
+    from tuneops.components import registry
 
     releases = registry.list_models()
     if as_json:
@@ -97,7 +97,7 @@ def list_models(as_json: bool = False) -> int:
 
 def promote(tag: str) -> int:
     _prepare()
-    from components import registry
+    from tuneops.components import registry
 
     before = registry.champion_tag()
     release = registry.set_champion(tag)
@@ -110,7 +110,7 @@ def promote(tag: str) -> int:
 
 def rollback() -> int:
     _prepare()
-    from components import registry
+    from tuneops.components import registry
 
     before = registry.champion_tag()
     release = registry.rollback()
@@ -121,17 +121,16 @@ def rollback() -> int:
 def serve(port: int | None, model: str | None, host: str | None, config_path: Path | None,
           overrides: list[str] | None) -> int:
     """Check config, model and port, then exec ``bentoml serve`` with the serving environment."""
-    from components.config import load_config
+    from tuneops.components.config import load_config
 
     config = load_config(config_path, overrides)
     settings = config.serving.model_copy(update={
         key: value for key, value in (("port", port), ("host", host)) if value is not None
     })
     _prepare()
-    from components import registry
-    from components.home import tuneops_home
-    from serving.packaging import PROJECT_ROOT
-    from serving.settings import serving_environment
+    from tuneops.components import registry
+    from tuneops.components.paths import SOURCE_ROOT, tuneops_home
+    from tuneops.serving.settings import serving_environment
 
     if model:
         release = registry.verify_model(model)
@@ -147,7 +146,7 @@ def serve(port: int | None, model: str | None, host: str | None, config_path: Pa
     environment = {**os.environ, "TUNEOPS_HOME": str(tuneops_home()),
                    **serving_environment(settings, release.tag if model else None)}
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--host", settings.host,
-               "--port", str(settings.port), "--working-dir", str(PROJECT_ROOT)]
+               "--port", str(settings.port), "--working-dir", str(SOURCE_ROOT)]
     typer.echo(f"serving {release.tag} ({mode}) on http://{settings.host}:{settings.port}  "
                f"[POST /classify, GET /healthz /readyz /metrics]", err=True)
     sys.stdout.flush()
@@ -158,7 +157,7 @@ def serve(port: int | None, model: str | None, host: str | None, config_path: Pa
 
 def build(model: str | None) -> int:
     _prepare()
-    from serving.packaging import build_bento
+    from tuneops.serving.packaging import build_bento
 
     tag = build_bento(model)
     typer.echo(f"bento: {tag}\ncontainer: bentoml containerize {tag}")
@@ -167,7 +166,7 @@ def build(model: str | None) -> int:
 
 def _prepare() -> None:
     """BentoML reads BENTOML_HOME when first imported: point it into $TUNEOPS_HOME before that."""
-    from components.home import configure_environment
+    from tuneops.components.paths import configure_environment
 
     configure_environment()
 

@@ -3,7 +3,7 @@ data drifted or feedback shows the model got worse, starts ``tuneops-retrain``, 
 training spine (``tuneops-train``) on the configured data plus the labelled feedback.
 
 Both are deployed from infra/prefect.yaml (``tuneops deploy``); the tasks only wrap
-``components.monitoring``.
+``tuneops.components.monitoring.monitor``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from components import monitoring
-from components.config import PipelineConfig, load_config
-from components.home import tuneops_home
+from tuneops.components.monitoring import monitor as monitoring
+from tuneops.components.config import PipelineConfig, load_config
+from tuneops.components.paths import tuneops_home
 
 RETRAIN_DEPLOYMENT = "tuneops-retrain/retrain"
 
@@ -146,7 +146,7 @@ def retrain_pipeline(config_path: str | None = None, overrides: list[str] | None
     ``feedback_path`` defaults to ``monitoring.feedback_path``; a missing file means no feedback
     yet, and the retrain uses the configured data alone. Returns the training run's summary.
     """
-    from flows.training_flow import train_pipeline
+    from tuneops.flows.training_flow import train_pipeline
 
     logger = get_run_logger()
     overrides = list(overrides or [])
@@ -188,7 +188,7 @@ def _markdown(report: monitoring.MonitorReport) -> str:
 
 def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: bool) -> int:
     """``tuneops monitor``: one monitor run now (on the stack's Prefect server when it is up)."""
-    from flows.prefect_server import prefect_api
+    from tuneops.flows.prefect_server import prefect_api
 
     if config_path:
         # The retrain it may start runs in the worker's working directory: pass an absolute path.

@@ -19,8 +19,8 @@ def prefect_api() -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from components.process_guard import OrphanGuard
-    from flows.stack import prefect_api_url
+    from tuneops.components.process_guard import OrphanGuard
+    from tuneops.components.stack.supervisor import prefect_api_url
 
     api_url = prefect_api_url()
     if api_url:

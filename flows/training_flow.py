@@ -12,15 +12,20 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from components import baseline as baseline_component
-from components import evaluation, gate, registry, selection, training, validation
-from components.config import PipelineConfig, load_config
-from components.data import LABEL, TEXT, DatasetSplits, as_validated, load_data
-from components.errors import ConfigError, TuneopsError, ValidationBlocked
-from components.home import demo_dir, run_dir
-from components.predictor import Predictor
-from components.run_record import RunRecord, new_run_id
-from flows import progress
+from tuneops.components.tasks import text_baseline as baseline_component
+from tuneops.components.evaluation import evaluate as evaluation
+from tuneops.components.evaluation import gate
+from tuneops.components import registry
+from tuneops.components.selection import select as selection
+from tuneops.components.training import finetune as training
+from tuneops.components.validation import validate as validation
+from tuneops.components.config import PipelineConfig, load_config
+from tuneops.components.data.loading import LABEL, TEXT, DatasetSplits, as_validated, load_data
+from tuneops.components.errors import ConfigError, TuneopsError, ValidationBlocked
+from tuneops.components.paths import demo_dir, run_dir
+from tuneops.components.predictor import Predictor
+from tuneops.components.run_record import RunRecord, new_run_id
+from tuneops.flows import progress
 
 # Pipeline objects (frames, models) are not worth hashing for Prefect's cache, so every task opts
 # out. No task retries: the steps read local files and compute; a failure is not transient.

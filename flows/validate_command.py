@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.config import PipelineConfig
-from components.data import load_data
-from components.home import demo_dir
-from components.validation import ValidationReport, validate_data
+from tuneops.components.config import PipelineConfig
+from tuneops.components.data.loading import load_data
+from tuneops.components.paths import demo_dir
+from tuneops.components.validation.validate import ValidationReport, validate_data
 
 
 def run_validate(

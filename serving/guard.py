@@ -16,9 +16,9 @@ import re
 import uuid
 from typing import Any, Awaitable, Callable
 
-from components.config import ServingConfig
-from serving.metrics import service_metrics
-from serving.schemas import REQUEST_ID
+from tuneops.components.config import ServingConfig
+from tuneops.serving.metrics import service_metrics
+from tuneops.serving.schemas import REQUEST_ID
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

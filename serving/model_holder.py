@@ -20,9 +20,9 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from components import registry
-from components.errors import StageError, TuneopsError
-from components.predictor import Predictor
+from tuneops.components import registry
+from tuneops.components.errors import StageError, TuneopsError
+from tuneops.components.predictor import Predictor
 
 logger = logging.getLogger("tuneops.serving")
 

@@ -8,18 +8,22 @@ rolling update, while ``tuneops serve`` on a machine follows the champion pointe
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from components import registry
-from components.errors import StageError
-from serving.settings import BENTO_MODEL_ARGUMENT, MODEL_TAG_ENV
+from tuneops.components import registry
+from tuneops.components.errors import StageError
+from tuneops.components.paths import SOURCE_ROOT
+from tuneops.serving.settings import BENTO_MODEL_ARGUMENT, MODEL_TAG_ENV
 
 BENTOFILE = Path(__file__).resolve().parent / "bentofile.yaml"
-# The directory holding components/ and serving/: the bento's build context.
-PROJECT_ROOT = BENTOFILE.parent.parent
+# The service imports tuneops.*, so the bento's source must hold a ``tuneops/`` folder: the build
+# context is a scratch folder with the package copied in under that name (the include list in the
+# bentofile then picks the serving side of it).
+PACKAGE_PARTS = ("__init__.py", "components", "serving")
 
 
 def bento_build_options(model_tag: str) -> dict:
@@ -47,9 +51,23 @@ def build_bento(model_tag: str | None = None) -> str:
     options = bento_build_options(release.tag)
     options.setdefault("labels", {})["model_tag"] = release.tag.replace(":", "_")
     options["labels"]["run_id"] = str(release.run_id or "none")
-    with tempfile.TemporaryDirectory(prefix="tuneops-bentofile-") as scratch:
-        bentofile = Path(scratch) / "bentofile.yaml"
+    with tempfile.TemporaryDirectory(prefix="tuneops-bento-") as scratch:
+        context = Path(scratch)
+        _stage_package(context / "tuneops")
+        bentofile = context / "bentofile.yaml"
         bentofile.write_text(yaml.safe_dump(options, sort_keys=False))
-        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(PROJECT_ROOT),
+        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=str(context),
                                                args={BENTO_MODEL_ARGUMENT: release.tag})
     return str(bento.tag)
+
+
+def _stage_package(target: Path) -> None:
+    """Copy the tuneops package (without caches) to ``target``, the bento's ``tuneops/``."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    target.mkdir(parents=True)
+    for part in PACKAGE_PARTS:
+        source = SOURCE_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, target / part, ignore=ignore)
+        else:
+            shutil.copy2(source, target / part)

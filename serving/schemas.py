@@ -13,9 +13,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from components.config import ServingConfig
+from tuneops.components.config import ServingConfig
 
-# Set per request by serving.guard.RequestGuard (same task as request parsing), read here.
+# Set per request by tuneops.serving.guard.RequestGuard (same task as request parsing), read here.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tuneops_request_id", default=None)
 
 EXAMPLE_TEXTS = ["Great battery life, works as described.", "Stopped working after two days."]

@@ -1,7 +1,7 @@
 """The tuneops BentoML service: load the champion once, validate input, predict, log.
 
 Run it with ``tuneops serve`` (which sets the environment described in serving/settings.py and
-runs ``bentoml serve serving.service:TuneopsClassifier``), or from a bento / the serving image.
+runs ``bentoml serve tuneops.serving.service:TuneopsClassifier``), or from a bento / the serving image.
 
 Endpoints:
 - ``POST /classify`` ``{"texts": ["...", ...]}`` -> ``[{"label", "score", "probabilities",
@@ -22,13 +22,13 @@ import logging
 
 import bentoml
 
-from components.home import prediction_log_dir
-from components.prediction_log import PredictionLog, hash_text
-from serving.guard import RequestGuard
-from serving.metrics import service_metrics
-from serving.model_holder import ModelHolder
-from serving.schemas import RequestText, TextPrediction, request_model
-from serving.settings import pinned_model, serving_config_from_env
+from tuneops.components.paths import prediction_log_dir
+from tuneops.components.monitoring.prediction_log import PredictionLog, hash_text
+from tuneops.serving.guard import RequestGuard
+from tuneops.serving.metrics import service_metrics
+from tuneops.serving.model_holder import ModelHolder
+from tuneops.serving.schemas import RequestText, TextPrediction, request_model
+from tuneops.serving.settings import pinned_model, serving_config_from_env
 
 logger = logging.getLogger("tuneops.serving")
 

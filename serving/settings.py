@@ -14,8 +14,8 @@ import os
 
 from pydantic import ValidationError
 
-from components.config import ServingConfig
-from components.errors import ConfigError
+from tuneops.components.config import ServingConfig
+from tuneops.components.errors import ConfigError
 
 SERVING_CONFIG_ENV = "TUNEOPS_SERVING_CONFIG"
 MODEL_TAG_ENV = "TUNEOPS_SERVE_MODEL"

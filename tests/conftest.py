@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TUNEOPS_HOME"] = str(_SESSION_HOME)
     for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL"):
         os.environ.pop(inherited, None)
-    from components.home import configure_environment
+    from tuneops.components.paths import configure_environment
 
     configure_environment()
 

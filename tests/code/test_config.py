@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import PipelineConfig, load_config
-from components.errors import ConfigError
+from tuneops.components.config import PipelineConfig, load_config
+from tuneops.components.errors import ConfigError
 
 
 def test_defaults_are_the_embedded_demo():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from components.config import DataConfig
-from components.data import as_validated, load_data, read_table
-from components.demo_data import generate_reviews
-from components.errors import ConfigError, DataError
+from tuneops.components.config import DataConfig
+from tuneops.components.data.loading import as_validated, load_data, read_table
+from tuneops.components.data.demo import generate_reviews
+from tuneops.components.errors import ConfigError, DataError
 
 
 def test_demo_data_is_deterministic_realistic_and_balanced_enough():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from components.config import TrainingConfig
-from components.data import LABEL
-from components.errors import StageError
-from components.training import finetune
+from tuneops.components.config import TrainingConfig
+from tuneops.components.data.loading import LABEL
+from tuneops.components.errors import StageError
+from tuneops.components.training.finetune import finetune
 from tests.code.test_training import CHECKPOINT, tiny_splits
 
 # test_training.py's 240 train rows in steps of 79: three full steps and one of 3 rows per epoch.

@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from components.baseline import train_baseline
-from components.behaviour import NAMES, perturb, run_behavioural_checks
-from components.config import DataConfig, EvaluationConfig, validate_config
-from components.data import as_validated, load_data
-from components.demo_data import generate_drifted_texts, generate_reviews
-from components.drift import compute_drift, text_descriptors
-from components.errors import ConfigError, DataError
-from components.evaluation import (bootstrap_intervals, classification_metrics, evaluate_predictions,
+from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.evaluation.behaviour import NAMES, perturb, run_behavioural_checks
+from tuneops.components.config import DataConfig, EvaluationConfig, validate_config
+from tuneops.components.data.loading import as_validated, load_data
+from tuneops.components.data.demo import generate_drifted_texts, generate_reviews
+from tuneops.components.evaluation.drift import compute_drift, text_descriptors
+from tuneops.components.errors import ConfigError, DataError
+from tuneops.components.evaluation.evaluate import (bootstrap_intervals, classification_metrics, evaluate_predictions,
                                    expected_calibration_error, length_bucket_names)
-from components.fairness import assess_fairness
+from tuneops.components.evaluation.fairness import assess_fairness
 
 LABELS = ["negative", "neutral", "positive"]
 

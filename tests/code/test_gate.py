@@ -9,13 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from components.baseline import train_baseline
-from components.behaviour import BehaviouralResult
-from components.config import DataConfig, EvaluationConfig, GateConfig
-from components.data import as_validated, load_data
-from components.errors import StageError
-from components.evaluation import evaluate_predictions
-from components.gate import decide
+from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.evaluation.behaviour import BehaviouralResult
+from tuneops.components.config import DataConfig, EvaluationConfig, GateConfig
+from tuneops.components.data.loading import as_validated, load_data
+from tuneops.components.errors import StageError
+from tuneops.components.evaluation.evaluate import evaluate_predictions
+from tuneops.components.evaluation.gate import decide
 
 # Intervals and the Evidently pages play no part in the gate; leaving them out keeps the tests quick.
 EVALUATION = EvaluationConfig(bootstrap_samples=20, evidently_reports=False)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import MonitoringConfig, load_config
-from components.errors import ConfigError
+from tuneops.components.config import MonitoringConfig, load_config
+from tuneops.components.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -51,7 +51,7 @@ def _dockerfile(name: str) -> list[tuple[str, str]]:
 
 
 def test_prefect_yaml_declares_retrain_weekly_and_monitor_hourly_matching_the_config_defaults():
-    from flows.deploy import read_deployments
+    from tuneops.flows.deploy import read_deployments
 
     specs = {spec.name: spec for spec in read_deployments()}
     assert set(specs) == {"retrain", "monitor"}
@@ -65,7 +65,7 @@ def test_prefect_yaml_declares_retrain_weekly_and_monitor_hourly_matching_the_co
 
 
 def test_prefect_yaml_entrypoints_name_the_flows_and_their_parameters():
-    from flows.deploy import read_deployments
+    from tuneops.flows.deploy import read_deployments
 
     expected_flow_names = {"retrain": "tuneops-retrain", "monitor": "tuneops-monitor"}
     import importlib
@@ -82,7 +82,7 @@ def test_prefect_yaml_entrypoints_name_the_flows_and_their_parameters():
 
 
 def test_prefect_yaml_is_a_valid_prefect_project_file_with_one_pool_and_a_pull_step():
-    from flows.stack import WORK_POOL
+    from tuneops.components.stack.supervisor import WORK_POOL
 
     document = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     assert document["prefect-version"] == metadata.version("prefect")
@@ -92,7 +92,7 @@ def test_prefect_yaml_is_a_valid_prefect_project_file_with_one_pool_and_a_pull_s
 
 
 def test_deploy_takes_schedules_and_parameters_from_the_tuneops_config(tmp_path):
-    from flows.deploy import configure, read_deployments
+    from tuneops.flows.deploy import configure, read_deployments
 
     config_file = tmp_path / "my.yaml"
     config_file.write_text("monitoring:\n  monitor_cron: '*/15 * * * *'\n  retrain_cron: '0 4 * * 0'\n")
@@ -108,7 +108,7 @@ def test_deploy_takes_schedules_and_parameters_from_the_tuneops_config(tmp_path)
 
 
 def test_deploy_rejects_an_invalid_cron_in_one_line():
-    from flows.deploy import configure, read_deployments
+    from tuneops.flows.deploy import configure, read_deployments
 
     config = load_config(None, ["monitoring.monitor_cron=every hour please"])
     monitor = next(spec for spec in read_deployments() if spec.name == "monitor")
@@ -117,7 +117,7 @@ def test_deploy_rejects_an_invalid_cron_in_one_line():
 
 
 def test_a_malformed_prefect_file_is_a_config_error(tmp_path):
-    from flows.deploy import read_deployments
+    from tuneops.flows.deploy import read_deployments
 
     broken = tmp_path / "prefect.yaml"
     broken.write_text("deployments:\n  - name: retrain\n    entrypoint: flows/monitor_flow.py:retrain_pipeline\n")
@@ -160,7 +160,7 @@ def test_compose_has_the_whole_stack_and_every_reference_resolves():
 
 
 def test_compose_tuneops_services_share_the_state_volume_and_the_worker_polls_the_deployments_pool():
-    from flows.stack import WORK_POOL
+    from tuneops.components.stack.supervisor import WORK_POOL
 
     services = _compose()["services"]
     for name in ("worker", "deploy", "serving", "evidently-ui"):
@@ -180,7 +180,7 @@ def test_compose_tuneops_services_share_the_state_volume_and_the_worker_polls_th
 
 
 def test_worker_dockerfile_installs_the_lock_and_runs_a_worker_where_the_pull_step_points():
-    from flows.stack import WORK_POOL
+    from tuneops.components.stack.supervisor import WORK_POOL
 
     instructions = _dockerfile("worker.Dockerfile")
     base = next(arguments for word, arguments in instructions if word == "FROM")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components import monitoring
-from components.config import DataConfig, MonitoringConfig, load_config
-from components.errors import DataError, StageError
+from tuneops.components.monitoring import monitor as monitoring
+from tuneops.components.config import DataConfig, MonitoringConfig, load_config
+from tuneops.components.errors import DataError, StageError
 
 
 def test_retrain_when_drift_reaches_the_threshold_or_feedback_falls_below_the_minimum():
@@ -53,7 +53,7 @@ def test_without_a_champion_there_is_nothing_to_monitor(tmp_path, monkeypatch):
 
 
 def test_feedback_is_appended_to_the_training_data_without_duplicates(tmp_path):
-    from components.data import load_data
+    from tuneops.components.data.loading import load_data
 
     base = pd.DataFrame({
         "body": [f"review number {i} about the kettle" for i in range(90)],
@@ -130,7 +130,7 @@ def _sleeper(tmp_path: Path) -> subprocess.Popen:
 def test_down_stops_a_recorded_process_and_its_group(tmp_path, monkeypatch):
     import psutil
 
-    from flows import stack
+    from tuneops.components.stack import supervisor as stack
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack" / "logs").mkdir(parents=True)
@@ -152,7 +152,7 @@ def test_down_stops_a_recorded_process_and_its_group(tmp_path, monkeypatch):
 def test_down_leaves_alone_a_process_whose_pid_was_reused(tmp_path, monkeypatch):
     import psutil
 
-    from flows import stack
+    from tuneops.components.stack import supervisor as stack
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack").mkdir()
@@ -175,7 +175,7 @@ def test_down_leaves_alone_a_process_whose_pid_was_reused(tmp_path, monkeypatch)
 
 
 def test_status_reports_a_recorded_service_that_died(tmp_path, monkeypatch):
-    from flows import stack
+    from tuneops.components.stack import supervisor as stack
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack" / "logs").mkdir(parents=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from components.errors import DataError
-from components.prediction_log import COLUMNS, PredictionLog, hash_text
+from tuneops.components.errors import DataError
+from tuneops.components.monitoring.prediction_log import COLUMNS, PredictionLog, hash_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +81,7 @@ def test_a_torn_last_line_is_skipped_and_later_writers_are_unaffected(tmp_path: 
 WRITER = """
 import sys
 sys.path.insert(0, sys.argv[2])
-from components.prediction_log import PredictionLog
+from tuneops.components.monitoring.prediction_log import PredictionLog
 log = PredictionLog(sys.argv[1])
 batch = 0
 print("ready", flush=True)

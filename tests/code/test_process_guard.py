@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from components import process_guard
+from tuneops.components import process_guard
 
 pytestmark = pytest.mark.skipif(not process_guard.supported(), reason="PR_SET_PDEATHSIG is Linux only")
 
 # A parent that starts a long-sleeping child either way, prints the child's pid, then waits to be killed.
 PARENT = """
 import subprocess, sys, time
-from components.process_guard import OrphanGuard, die_with_parent
+from tuneops.components.process_guard import OrphanGuard, die_with_parent
 how = sys.argv[1]
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
                          preexec_fn=die_with_parent if how == "preexec" else None)

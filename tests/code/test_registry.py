@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from components import registry
-from components.checkpoints import packaged_model_dir
-from components.errors import ConfigError, StageError
-from components.predictor import Predictor
+from tuneops.components import registry
+from tuneops.components.checkpoints import packaged_model_dir
+from tuneops.components.errors import ConfigError, StageError
+from tuneops.components.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["negative", "neutral", "positive"]
@@ -215,7 +215,7 @@ def test_concurrent_promotions_keep_the_pointer_whole(tiny_model_dir: Path, own_
 
 
 def test_model_commands(tiny_model_dir: Path) -> None:
-    from flows.cli import app
+    from tuneops.flows.cli import app
 
     first, second = package(tiny_model_dir, run_id="cli-1"), package(tiny_model_dir, run_id="cli-2")
     runner = CliRunner()
@@ -264,7 +264,7 @@ def test_serving_dockerfile_serves_the_service_as_non_root_on_port_3000() -> Non
         assert path in copied and (ROOT / path).exists()
     assert by_word["USER"][-1] not in ("root", "0")
     command = json.loads(by_word["CMD"][-1])
-    assert command[:3] == ["bentoml", "serve", "serving.service:TuneopsClassifier"]
+    assert command[:3] == ["bentoml", "serve", "tuneops.serving.service:TuneopsClassifier"]
     assert command[command.index("--host") + 1] == "0.0.0.0" and command[command.index("--port") + 1] == "3000"
     environment = " ".join(by_word["ENV"])
     assert "TUNEOPS_HOME=/data" in environment and "BENTOML_HOME=/data/bentoml" in environment
@@ -272,7 +272,7 @@ def test_serving_dockerfile_serves_the_service_as_non_root_on_port_3000() -> Non
 
 
 def test_the_service_model_holder_follows_the_pointer_and_survives_a_bad_champion(tiny_model_dir: Path) -> None:
-    from serving.model_holder import ModelHolder
+    from tuneops.serving.model_holder import ModelHolder
 
     first, second, third = (package(tiny_model_dir, run_id=f"h{i}") for i in range(3))
     with pytest.raises(StageError, match="no champion model to serve"):

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.baseline import train_baseline
-from components.checkpoints import inspect_checkpoint, load_for_classification, parse_spec
-from components.config import PACKAGED_MINILM, DataConfig, SelectionConfig
-from components.data import as_validated, load_data
-from components.errors import DataError, StageError
-from components.predictor import Predictor
-from components.selection import (
+from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.checkpoints import inspect_checkpoint, load_for_classification, parse_spec
+from tuneops.components.config import PACKAGED_MINILM, DataConfig, SelectionConfig
+from tuneops.components.data.loading import as_validated, load_data
+from tuneops.components.errors import DataError, StageError
+from tuneops.components.predictor import Predictor
+from tuneops.components.selection.select import (
     BASELINE_NAME,
     CHOSEN,
     EXCLUDED,

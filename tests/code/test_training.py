@@ -25,20 +25,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.checkpoints import load_for_classification, packaged_model_dir, parse_spec, transformer_layers
-from components.config import TrainingConfig, load_config
-from components.data import LABEL
-from components.errors import ConfigError, DataError
-from components.predictor import Predictor
-from components.training import TrainedModel, finetune
-from components.training_data import (
+from tuneops.components.checkpoints import load_for_classification, packaged_model_dir, parse_spec, transformer_layers
+from tuneops.components.config import TrainingConfig, load_config
+from tuneops.components.data.loading import LABEL
+from tuneops.components.errors import ConfigError, DataError
+from tuneops.components.predictor import Predictor
+from tuneops.components.training.finetune import TrainedModel, finetune
+from tuneops.components.training.batching import (
     EncodedRows,
     StepDataset,
     balanced_class_weights,
     epoch_batches,
     micro_batches,
 )
-from components.training_runtime import (
+from tuneops.components.training.runtime import (
     DistributedContext,
     FlopsShape,
     build_adamw,
@@ -50,7 +50,7 @@ from components.training_runtime import (
     select_precision,
     training_flops,
 )
-from components.training_transfer import freeze
+from tuneops.components.training.transfer import freeze
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
@@ -163,9 +163,9 @@ def test_same_data_config_and_seed_give_identical_results(reference, splits, tmp
 KILLABLE_RUN = """
 import json, sys, time
 from pathlib import Path
-from components.config import TrainingConfig
+from tuneops.components.config import TrainingConfig
 from tests.code.test_training import CHECKPOINT, tiny_splits
-from components.training import finetune
+from tuneops.components.training.finetune import finetune
 train, validation, labels = tiny_splits()
 # Slow each step down so the test can kill the process between two checkpoints.
 finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**json.loads(sys.argv[1])), Path(sys.argv[2]),
@@ -194,7 +194,7 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(reference, s
     with pytest.raises(ConfigError, match="cannot resume"):
         finetune(train, validation, labels, CHECKPOINT, changed, output, resume=True)
 
-    caplog.set_level(logging.INFO, logger="components.training")
+    caplog.set_level(logging.INFO, logger="tuneops.components.training.finetune")
     resumed = finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), output, resume=True)
     assert resumed.resumed_from_step is not None and resumed.resumed_from_step >= TINY["checkpoint_every_steps"]
     assert "resuming from checkpoint" in caplog.text
@@ -348,7 +348,7 @@ def test_training_settings_are_checked_when_loaded():
 
 def test_a_resume_without_checkpoint_starts_from_step_zero_and_says_so(splits, tmp_path, caplog):
     train, validation, labels = splits
-    caplog.set_level(logging.INFO, logger="components.training")
+    caplog.set_level(logging.INFO, logger="tuneops.components.training.finetune")
     config = TrainingConfig(**(TINY | {"max_steps": 2}))
     result = finetune(train, validation, labels, CHECKPOINT, config, tmp_path / "model", resume=True)
     assert result.resumed_from_step is None and result.steps == 2

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from components.config import PipelineConfig, ValidationConfig, load_config
-from components.data import DatasetSplits, load_data
-from components.demo_data import generate_reviews
-from components.errors import ConfigError, DataError, TuneopsError
-from components.validation import ValidationReport, blocking_message, validate_data
+from tuneops.components.config import PipelineConfig, ValidationConfig, load_config
+from tuneops.components.data.loading import DatasetSplits, load_data
+from tuneops.components.data.demo import generate_reviews
+from tuneops.components.errors import ConfigError, DataError, TuneopsError
+from tuneops.components.validation.validate import ValidationReport, blocking_message, validate_data
 
 # 600 demo rows split to ~450/60/90: no duplicate or shared texts, ~100+ rows per class.
 ROWS = 600
@@ -463,7 +463,7 @@ def test_blocking_message_is_one_line_naming_check_column_rows_and_examples(tmp_
 
 
 def test_validate_command_exit_codes(tmp_path, monkeypatch):
-    from flows.cli import app
+    from tuneops.flows.cli import app
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path / "home"))
     runner = CliRunner()
@@ -490,7 +490,7 @@ def test_validate_command_exit_codes(tmp_path, monkeypatch):
 
 
 def test_run_validate_returns_codes_without_the_cli(tmp_path, monkeypatch):
-    from flows.validate_command import run_validate
+    from tuneops.flows.validate_command import run_validate
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path / "home"))
     frame = reviews()

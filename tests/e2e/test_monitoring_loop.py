@@ -37,7 +37,7 @@ TRAFFIC_ROWS = 120
 
 
 def tuneops(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tuneops.flows.cli", *args], capture_output=True, text=True,
                           env=cli_environment(home), timeout=timeout)
 
 
@@ -135,7 +135,7 @@ def _flow_runs_of(api_url: str, flow_name: str) -> list[dict]:
 
 
 def _undrifted_texts(rows: int) -> list[str]:
-    from components.demo_data import generate_reviews
+    from tuneops.components.data.demo import generate_reviews
 
     # Another seed than the training data's: new reviews of the same kind.
     return generate_reviews(rows=rows, seed=2024)["text"].tolist()
@@ -174,7 +174,7 @@ def test_evidently_ui_project_page_shows_the_dashboard(stack):
 
     import pandas as pd
 
-    from components import monitoring
+    from tuneops.components.monitoring import monitor as monitoring
 
     workspace = stack["home"] / "evidently"
     project_id = monitoring.ensure_project(workspace)
@@ -238,7 +238,7 @@ def test_undrifted_traffic_is_compared_and_does_not_trigger_a_retrain(stack):
 def test_drifted_traffic_triggers_a_retrain_whose_champion_is_served(stack):
     import pandas as pd
 
-    from components.demo_data import generate_drifted_texts
+    from tuneops.components.data.demo import generate_drifted_texts
 
     # Labelled feedback on the new kind of traffic: complaints about gadgets, all negative.
     feedback_texts = generate_drifted_texts(120, seed=5)
@@ -302,15 +302,15 @@ def test_down_stops_exactly_what_up_started(stack):
 def make_champion() -> str:
     """Fine-tune MiniLM for a few steps on demo rows and make it the champion, with the reference
     sample packaging keeps for monitoring. Run as ``python -m tests.e2e.test_monitoring_loop make-champion``."""
-    from components.home import configure_environment
+    from tuneops.components.paths import configure_environment
 
     configure_environment()
-    from components import registry
-    from components.config import PACKAGED_MINILM, load_config
-    from components.data import LABEL, TEXT, as_validated, load_data
-    from components.home import demo_dir, tuneops_home
-    from components.predictor import Predictor
-    from components.training import finetune
+    from tuneops.components import registry
+    from tuneops.components.config import PACKAGED_MINILM, load_config
+    from tuneops.components.data.loading import LABEL, TEXT, as_validated, load_data
+    from tuneops.components.paths import demo_dir, tuneops_home
+    from tuneops.components.predictor import Predictor
+    from tuneops.components.training.finetune import finetune
 
     config = load_config(None, ["data.max_rows=300", "training.max_steps=8", "training.batch_size=16"])
     splits = as_validated(load_data(config.data, demo_dir()))

@@ -25,7 +25,7 @@ SMALL_RUN = [
 
 
 def tuneops(*args: str, home: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tuneops.flows.cli", *args], capture_output=True, text=True,
                           env=cli_environment(home), timeout=timeout)
 
 
@@ -118,7 +118,7 @@ def test_a_run_killed_mid_training_resumes_and_leaves_no_server_behind(tmp_path)
     ]
     log_path = tmp_path / "killed.log"
     with open(log_path, "w") as log:
-        killed = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *settings], stdout=log,
+        killed = subprocess.Popen([sys.executable, "-m", "tuneops.flows.cli", "run", *settings], stdout=log,
                                   stderr=subprocess.STDOUT, env=cli_environment(tmp_path))
     try:
         deadline = time.monotonic() + 900

@@ -23,11 +23,11 @@ import httpx
 import numpy as np
 import pytest
 
-from components import registry
-from components.config import TrainingConfig
-from components.demo_data import generate_reviews
-from components.prediction_log import PredictionLog
-from components.predictor import Predictor
+from tuneops.components import registry
+from tuneops.components.config import TrainingConfig
+from tuneops.components.data.demo import generate_reviews
+from tuneops.components.monitoring.prediction_log import PredictionLog
+from tuneops.components.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-7f3a"
@@ -68,7 +68,7 @@ def tuneops_home(home: Path):
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory) -> Path:
-    from components.training import finetune
+    from tuneops.components.training.finetune import finetune
 
     frame = generate_reviews(360, seed=5)
     labels = sorted(frame["label"].unique())
@@ -94,7 +94,7 @@ def server(releases, tmp_path_factory):
         registry.set_champion(releases[0].tag)
     port = _free_port()
     env = {**os.environ, "TUNEOPS_HOME": str(home), "TUNEOPS_API_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "flows.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "tuneops.flows.cli", "serve", "--port", str(port)]
     for setting in SERVER_SETTINGS:
         command += ["--set", setting]
     log = open(home / "server.log", "w")
@@ -245,16 +245,16 @@ def test_the_bento_serves_its_own_model(releases, tmp_path: Path) -> None:
     """The bento (the container's content) is tested as a bento: built, then served locally."""
     import bentoml
 
-    from serving.packaging import build_bento
+    from tuneops.serving.packaging import build_bento
 
     bento_tag = build_bento(releases[1].tag)
     bento = bentoml.bentos.get(bento_tag)
     assert [str(model.tag) for model in bento.info.models] == [releases[1].tag]
     assert {"name": "TUNEOPS_SERVE_MODEL", "value": releases[1].tag} in [
         {"name": env.name, "value": env.value} for env in bento.info.envs]
-    source = Path(bento.path) / "src"
+    source = Path(bento.path) / "src" / "tuneops"
     assert (source / "serving" / "service.py").is_file() and (source / "components" / "predictor.py").is_file()
-    assert not (source / "components" / "training.py").exists()
+    assert not (source / "components" / "training").exists()
 
     port = _free_port()
     env = {**os.environ, "TUNEOPS_HOME": str(tmp_path)}  # no champion here: the bento names its model

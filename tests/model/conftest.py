@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from components.config import PACKAGED_MINILM, DataConfig, TrainingConfig
-from components.data import DatasetSplits, as_validated, load_data
-from components.predictor import Predictor
-from components.training import finetune
+from tuneops.components.config import PACKAGED_MINILM, DataConfig, TrainingConfig
+from tuneops.components.data.loading import DatasetSplits, as_validated, load_data
+from tuneops.components.predictor import Predictor
+from tuneops.components.training.finetune import finetune
 
 # 600 demo rows give ~450 training rows; 40 steps of 16 is about 1.4 epochs, enough for the
 # demo's clear sentiment cues.

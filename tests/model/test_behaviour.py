@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.behaviour import run_behavioural_checks
-from components.checkpoints import load_for_classification, parse_spec
-from components.config import PACKAGED_MINILM, EvaluationConfig, GateConfig, validate_config
-from components.demo_data import generate_drifted_texts
-from components.drift import compute_drift
-from components.evaluation import evaluate
-from components.gate import decide
-from components.predictor import Predictor
+from tuneops.components.evaluation.behaviour import run_behavioural_checks
+from tuneops.components.checkpoints import load_for_classification, parse_spec
+from tuneops.components.config import PACKAGED_MINILM, EvaluationConfig, GateConfig, validate_config
+from tuneops.components.data.demo import generate_drifted_texts
+from tuneops.components.evaluation.drift import compute_drift
+from tuneops.components.evaluation.evaluate import evaluate
+from tuneops.components.evaluation.gate import decide
+from tuneops.components.predictor import Predictor
 
 # Small samples keep each evaluate() call to seconds on a CPU; the code paths are the full ones.
 QUICK = EvaluationConfig(bootstrap_samples=50, drift_sample_rows=120, behavioural_sample_rows=30)
@@ -92,7 +92,7 @@ def untrained_dir(tmp_path_factory, demo_splits):
 
 def test_better_challenger_becomes_champion_and_worse_one_is_rejected(finetuned_dir, untrained_dir, demo_splits,
                                                                        tmp_path):
-    from components import registry
+    from tuneops.components import registry
 
     reference = demo_splits.train[["text", "label"]].head(50)
     incumbent = registry.package_model(untrained_dir, {"run_id": "untrained"}, reference)

@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from components.errors import ConfigError, StageError
-from components.home import tuneops_home
+from tuneops.components.errors import ConfigError, StageError
+from tuneops.components.paths import SOURCE_ROOT, tuneops_home
 
 # The order services start in; ``down`` stops them in reverse.
 SERVICES = ("prefect-server", "prefect-worker", "evidently-ui", "serving")
@@ -39,7 +39,6 @@ DATABASE_URL_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"
 # UI imports its whole stack before listening; both take 10-20 s there, serving loads torch too.
 START_TIMEOUT_S = 240.0
 STOP_GRACE_S = 20.0
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -108,7 +107,7 @@ def up(options: StackOptions, say: Callable[[str], None] = print) -> list[Servic
     A service that fails to start stops the ones this call started, then raises StageError
     naming its log file.
     """
-    from components.config import load_config
+    from tuneops.components.config import load_config
 
     config = load_config(options.config_path, options.overrides)
     directory = stack_dir()
@@ -174,7 +173,7 @@ def _start_worker(options: StackOptions, api_url: str) -> ServiceRecord:
 
 
 def _start_evidently_ui(options: StackOptions) -> ServiceRecord:
-    from components.monitoring import ensure_project, workspace_dir
+    from tuneops.components.monitoring.monitor import ensure_project, workspace_dir
 
     workspace = workspace_dir()
     # The project and its dashboard exist before the UI starts, so its first page already shows them.
@@ -193,14 +192,14 @@ def _start_evidently_ui(options: StackOptions) -> ServiceRecord:
 
 def _start_serving(options: StackOptions, config_port: int, api_url: str,
                    say: Callable[[str], None]) -> ServiceRecord | None:
-    from components import registry
+    from tuneops.components import registry
 
     if registry.champion_tag() is None:
         say("serving: not started, there is no champion yet (`tuneops run` makes one; `tuneops up` again then)")
         return None
     port = _port(options.serving_port if options.serving_port is not None else config_port)
     url = f"http://{options.host}:{port}"
-    command = [sys.executable, "-m", "flows.cli", "serve", "--host", options.host, "--port", str(port)]
+    command = [sys.executable, "-m", "tuneops.flows.cli", "serve", "--host", options.host, "--port", str(port)]
     if options.config_path:
         command += ["--config", str(Path(options.config_path).resolve())]
     for override in options.overrides:
@@ -291,7 +290,7 @@ def _spawn(name: str, command: list[str], env: dict[str, str], url: str, health_
         # A session of its own: the process group is ours alone, and a Ctrl-C at the terminal
         # that ran `tuneops up` does not reach the background stack.
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            command, cwd=SOURCE_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
     record = ServiceRecord(

@@ -2,11 +2,11 @@
 launch, or by ``launch_local`` when ``training.processes > 1``), and that local launcher.
 
 One process per GPU (or per CPU share): each joins the ``torch.distributed`` process group (NCCL on
-GPUs, gloo on CPUs), then runs the ordinary ``components.training.finetune``, which takes its share
+GPUs, gloo on CPUs), then runs the ordinary ``tuneops.components.training.finetune.finetune``, which takes its share
 of every batch and lets DistributedDataParallel average the gradients. Across nodes it is the same
 entry under a multi-node torchrun (infra/distributed.md).
 
-    torchrun --nproc_per_node 4 -m components.training_distributed \\
+    torchrun --nproc_per_node 4 -m tuneops.components.training.distributed \\
         --config tuneops.yaml --checkpoint packaged:all-MiniLM-L6-v2 --output-dir runs/r1/model
 """
 
@@ -25,10 +25,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from components.config import TrainingConfig, load_config
-from components.data import LABEL, TEXT, load_data, read_table
-from components.errors import DataError, StageError, TuneopsError
-from components.process_guard import die_with_parent
+from tuneops.components.config import TrainingConfig, load_config
+from tuneops.components.data.loading import LABEL, TEXT, load_data, read_table
+from tuneops.components.errors import DataError, StageError, TuneopsError
+from tuneops.components.paths import SOURCE_ROOT
+from tuneops.components.process_guard import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str
     needs no network listener at all. gloo / NCCL connect the processes over loopback only.
     The splits and settings reach the processes as files beside the model directory.
     """
-    from components.training import TrainedModel
+    from tuneops.components.training.finetune import TrainedModel
 
     processes = config.processes
     inputs = Path(output_dir).parent / INPUTS_DIR
@@ -59,7 +60,7 @@ def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str
     config_path = inputs / "config.yaml"
     config_path.write_text(yaml.safe_dump({"training": config.model_dump(mode="json")}))
     command = [
-        sys.executable, "-m", "components.training_distributed",
+        sys.executable, "-m", "tuneops.components.training.distributed",
         "--config", str(config_path), "--checkpoint", checkpoint, "--output-dir", str(output_dir),
         "--train", str(train_path), "--validation", str(validation_path), "--labels", ",".join(labels),
     ]
@@ -86,7 +87,7 @@ def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str
             with open(log_path, "w") as log:
                 # This thread waits for them below, so they end with it if tuneops is killed outright.
                 process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+                    command, stdout=log, stderr=subprocess.STDOUT, cwd=SOURCE_ROOT,
                     env=environment | {"RANK": str(rank), "LOCAL_RANK": str(rank)}, preexec_fn=die_with_parent,
                 )
             running.append((process, log_path))
@@ -129,7 +130,7 @@ def _last_error_line(log_path: Path) -> str:
 
 
 def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m components.training_distributed",
+    parser = argparse.ArgumentParser(prog="python -m tuneops.components.training.distributed",
                                      description="One process of a data-parallel tuneops fine-tune (start with torchrun).")
     parser.add_argument("--config", help="tuneops YAML config (its data and training sections are used)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
@@ -153,7 +154,7 @@ def _load_splits(arguments: argparse.Namespace, config) -> tuple[pd.DataFrame, p
             if TEXT not in frame or LABEL not in frame:
                 raise DataError(f"data: the {name} file needs columns {TEXT!r} and {LABEL!r}")
     else:
-        from components.home import demo_dir
+        from tuneops.components.paths import demo_dir
 
         splits = load_data(config.data, demo_dir())
         train, validation = splits.train, splits.validation
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from components.training import finetune
+    from tuneops.components.training.finetune import finetune
 
     arguments = _parse_arguments(argv)
     rank = int(os.environ.get("RANK", "0"))

@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The tuneops source tree: the folder that holds components/, flows/, serving/ and infra/ (the
+# package ``tuneops`` itself, installed editable or not).
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
 
 def tuneops_home() -> Path:
     """The state directory, absolute. Created on first use by whoever writes into it."""

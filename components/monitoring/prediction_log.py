@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from components.errors import DataError
+from tuneops.components.errors import DataError
 
 COLUMNS = ["timestamp", "request_id", "model_tag", "text", "label", "score", "probabilities"]
 _REQUIRED = ("request_id", "model_tag", "text", "label", "score", "probabilities")

@@ -13,7 +13,7 @@ import os
 import resource
 from dataclasses import dataclass
 
-from components.errors import ConfigError
+from tuneops.components.errors import ConfigError
 
 # Dense (no sparsity) peak tensor throughput in TFLOP/s from the vendor datasheets, for MFU.
 # "half" is bf16/fp16 with fp32 accumulation, "tf32" is what fp32 matmuls run at with TF32 on.

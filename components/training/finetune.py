@@ -10,7 +10,7 @@ a plain Trainer script (fixed-length padding, its defaults) and against a Traine
 padding, in the same run (docs/training.md has the figures).
 
 The same code runs as one process or as one of N data-parallel processes (started by torchrun,
-or by ``components.training_distributed.launch_local``); it reads its place from ``torch.distributed``.
+or by ``tuneops.components.training.distributed.launch_local``); it reads its place from ``torch.distributed``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from components.checkpoints import load_for_classification, parse_spec
-from components.config import TrainingConfig
-from components.errors import ConfigError, DataError
-from components.predictor import Predictor
-from components.training_checkpoint import (
+from tuneops.components.checkpoints import load_for_classification, parse_spec
+from tuneops.components.config import TrainingConfig
+from tuneops.components.errors import ConfigError, DataError
+from tuneops.components.predictor import Predictor
+from tuneops.components.training.checkpoint import (
     TrainingState,
     checkpoint_root,
     clear_checkpoints,
@@ -43,7 +43,7 @@ from components.training_checkpoint import (
     run_fingerprint,
     save_checkpoint,
 )
-from components.training_data import (
+from tuneops.components.training.batching import (
     EncodedRows,
     StepDataset,
     balanced_class_weights,
@@ -51,8 +51,8 @@ from components.training_data import (
     epoch_batches,
     steps_per_epoch,
 )
-from components.training_report import write_html_report, write_json, write_learning_curves
-from components.training_runtime import (
+from tuneops.components.training.report import write_html_report, write_json, write_learning_curves
+from tuneops.components.training.runtime import (
     DistributedContext,
     autocast,
     build_adamw,
@@ -68,7 +68,7 @@ from components.training_runtime import (
     select_precision,
     training_flops,
 )
-from components.training_transfer import (
+from tuneops.components.training.transfer import (
     count_parameters,
     merge_adapter,
     parameter_groups,
@@ -173,7 +173,7 @@ def finetune(
     if len(train) == 0:
         raise DataError("data: the train split is empty")
     if config.processes > 1 and not distributed_context().enabled:
-        from components.training_distributed import launch_local
+        from tuneops.components.training.distributed import launch_local
 
         return launch_local(train, validation, labels, checkpoint, config, output_dir, champion_dir, resume)
     return _FineTune(train, validation, labels, checkpoint, config, output_dir, progress, champion_dir).run(resume)
@@ -655,7 +655,7 @@ def predict_logits(model, rows: EncodedRows, device: str, precision: str, pad_id
     ``world_size``-th row and the shares are gathered, so all processes return the same array."""
     import torch
 
-    from components.training_data import padded_width
+    from tuneops.components.training.batching import padded_width
 
     indices = np.arange(len(rows))[rank::world_size]
     lengths = rows.lengths

@@ -1,7 +1,7 @@
 """Choosing the pretrained checkpoint: probe every candidate on the user's data, under budgets.
 
 For each candidate in ``selection.candidates`` (plus the champion, when there is one):
-  1. inspect its files before any compute (``components.checkpoints.inspect_checkpoint``):
+  1. inspect its files before any compute (``tuneops.components.checkpoints.inspect_checkpoint``):
      config, tokenizer, an architecture with a sequence-classification head, safetensors
      weights, no remote code, parameter count, maximum sequence length;
   2. drop it if it is larger than ``selection.max_params``;
@@ -29,12 +29,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from components.baseline import train_baseline
-from components.checkpoints import CheckpointInspection, inspect_checkpoint, load_for_classification
-from components.config import SelectionConfig
-from components.data import LABEL, TEXT, DatasetSplits
-from components.errors import StageError
-from components.predictor import Predictor, pick_device
+from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.checkpoints import CheckpointInspection, inspect_checkpoint, load_for_classification
+from tuneops.components.config import SelectionConfig
+from tuneops.components.data.loading import LABEL, TEXT, DatasetSplits
+from tuneops.components.errors import StageError
+from tuneops.components.predictor import Predictor, pick_device
 
 BASELINE_NAME = "baseline: tf-idf + logistic regression"
 SEED = 42

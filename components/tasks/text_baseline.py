@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.data import LABEL, TEXT
-from components.errors import DataError
+from tuneops.components.data.loading import LABEL, TEXT
+from tuneops.components.errors import DataError
 
 # Word uni- and bigrams with sublinear term frequency: the standard strong TF-IDF text baseline.
 _NGRAMS = (1, 2)

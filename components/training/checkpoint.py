@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.config import TrainingConfig
-from components.data import LABEL, TEXT
-from components.errors import ConfigError
-from components.training_runtime import DistributedContext
+from tuneops.components.config import TrainingConfig
+from tuneops.components.data.loading import LABEL, TEXT
+from tuneops.components.errors import ConfigError
+from tuneops.components.training.runtime import DistributedContext
 
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "state.json"

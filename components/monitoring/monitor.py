@@ -7,7 +7,7 @@ One monitor run (``check_traffic``):
    (the window end is kept in ``$TUNEOPS_HOME/monitoring/state.json`` once a run has used it);
 2. with at least ``monitoring.min_rows`` predictions, compares them with the champion's
    reference sample (saved with the model at packaging time) through
-   ``components.drift.compute_drift``: text descriptors, embedding drift, prediction drift;
+   ``tuneops.components.evaluation.drift.compute_drift``: text descriptors, embedding drift, prediction drift;
 3. runs a small traffic report (request volume, prediction distribution, mean confidence,
    prediction drift) and stores both snapshots in the workspace project ``tuneops``, whose
    dashboard panels plot them over time;
@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.config import DataConfig, MonitoringConfig, PipelineConfig
-from components.errors import DataError, StageError
-from components.home import demo_dir, prediction_log_dir, tuneops_home
+from tuneops.components.config import DataConfig, MonitoringConfig, PipelineConfig
+from tuneops.components.errors import DataError, StageError
+from tuneops.components.paths import demo_dir, prediction_log_dir, tuneops_home
 
 PROJECT_NAME = "tuneops"
 PROJECT_DESCRIPTION = "Production traffic of the tuneops champion against its training reference."
@@ -74,7 +74,7 @@ def new_monitor_id(now: datetime | None = None) -> str:
 def dashboard_panels() -> list:
     """The dashboard of the ``tuneops`` project: drift share over time, prediction distribution,
     request volume, confidence, embedding and prediction drift. Each panel reads a metric that
-    every monitor run stores (see ``traffic_report`` and ``components.drift``).
+    every monitor run stores (see ``traffic_report`` and ``tuneops.components.evaluation.drift``).
 
     The drift share panels plot Evidently's share of drifted columns in the drift report (text
     descriptors and prediction); the retrain decision's ``drift_share`` counts the embedding
@@ -275,7 +275,7 @@ def read_feedback(path: str | Path, data: DataConfig) -> pd.DataFrame:
     The columns may be named as in the training data (``data.text_column`` / ``label_column``)
     or ``text`` / ``label``. DataError when the file cannot be read or lacks them.
     """
-    from components.data import read_table
+    from tuneops.components.data.loading import read_table
 
     path = Path(path)
     frame = read_table(path)
@@ -298,7 +298,7 @@ def read_feedback(path: str | Path, data: DataConfig) -> pd.DataFrame:
 def check_feedback(predictor, feedback: pd.DataFrame, path: str, metric: str,
                    config: MonitoringConfig) -> FeedbackCheck:
     """Score the champion on the feedback rows whose label it knows, with ``metric``."""
-    from components.evaluation import classification_metrics
+    from tuneops.components.evaluation.evaluate import classification_metrics
 
     known = feedback[feedback["label"].isin(predictor.labels)]
     unknown = len(feedback) - len(known)
@@ -332,8 +332,8 @@ def merge_feedback(data: DataConfig, feedback_path: str | Path, output_dir: Path
     duplicates, or leak between splits). Group columns the feedback lacks are ``unknown``. The
     returned overrides point ``data.path`` at the merged file and keep the group columns.
     """
-    from components.data import read_table
-    from components.demo_data import write_demo_dataset
+    from tuneops.components.data.loading import read_table
+    from tuneops.components.data.demo import write_demo_dataset
 
     if data.path is None:
         base_path = write_demo_dataset(Path(demo_directory or demo_dir()), rows=data.demo_rows)
@@ -435,8 +435,8 @@ def check_traffic(config: PipelineConfig, output_dir: Path, window: MonitorWindo
                   workspace: Path | None = None, log_directory: Path | None = None) -> MonitorReport:
     """One monitor run over ``window`` (see the module docstring); writes its reports to
     ``output_dir`` and its snapshots to the workspace. Does not trigger anything itself."""
-    from components import registry
-    from components.prediction_log import PredictionLog
+    from tuneops.components import registry
+    from tuneops.components.monitoring.prediction_log import PredictionLog
 
     settings = config.monitoring
     report = MonitorReport(
@@ -461,7 +461,7 @@ def check_traffic(config: PipelineConfig, output_dir: Path, window: MonitorWindo
         report.reasons.append(f"{len(traffic)} predictions since the last run (< monitoring.min_rows "
                               f"{settings.min_rows}); the window stays open")
     else:
-        from components.predictor import Predictor
+        from tuneops.components.predictor import Predictor
 
         report.consumed_window = True
         if len(traffic) > settings.max_rows:
@@ -473,7 +473,7 @@ def check_traffic(config: PipelineConfig, output_dir: Path, window: MonitorWindo
 
     feedback = None
     if settings.feedback_path and Path(settings.feedback_path).exists():
-        from components.predictor import Predictor
+        from tuneops.components.predictor import Predictor
 
         predictor = predictor or Predictor.from_dir(champion.model_dir)
         feedback = check_feedback(predictor, read_feedback(settings.feedback_path, config.data),
@@ -492,7 +492,7 @@ def check_traffic(config: PipelineConfig, output_dir: Path, window: MonitorWindo
 def _compare(report: MonitorReport, traffic: pd.DataFrame, reference: pd.DataFrame, predictor,
              output_dir: Path, workspace: Path | None, window: MonitorWindow) -> float | None:
     """Drift report + traffic report, both into the workspace; returns the drift share."""
-    from components.drift import compute_drift
+    from tuneops.components.evaluation.drift import compute_drift
 
     metadata = {"monitor_run": report.run_id, "model_tag": str(report.champion_tag)}
     snapshots = [traffic_report(traffic, reference, window.end, metadata)]

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from components.config import GateConfig
-from components.errors import StageError
-from components.evaluation import EvaluationReport
+from tuneops.components.config import GateConfig
+from tuneops.components.errors import StageError
+from tuneops.components.evaluation.evaluate import EvaluationReport
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.data import LABEL, TEXT
-from components.errors import DataError
+from tuneops.components.data.loading import LABEL, TEXT
+from tuneops.components.errors import DataError
 
 # Sort windows of 50 batches by length (as HF's group_by_length does with its "megabatches"):
 # batches of similar lengths pad little, while batch order stays random across the epoch.

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.behaviour import BehaviouralResult, run_behavioural_checks
-from components.config import EvaluationConfig
-from components.data import LABEL, TEXT, DatasetSplits
-from components.drift import PREDICTION, DriftResult, compute_drift
-from components.errors import DataError
-from components.fairness import (FairnessReport, assess_fairness, classification_snapshot, group_values,
+from tuneops.components.evaluation.behaviour import BehaviouralResult, run_behavioural_checks
+from tuneops.components.config import EvaluationConfig
+from tuneops.components.data.loading import LABEL, TEXT, DatasetSplits
+from tuneops.components.evaluation.drift import PREDICTION, DriftResult, compute_drift
+from tuneops.components.errors import DataError
+from tuneops.components.evaluation.fairness import (FairnessReport, assess_fairness, classification_snapshot, group_values,
                                  write_bias_report)
 
 HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1",

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from components.config import BehaviouralCase, EvaluationConfig
-from components.errors import ConfigError
+from tuneops.components.config import BehaviouralCase, EvaluationConfig
+from tuneops.components.errors import ConfigError
 
 # A saturated probability (0.999) jitters by a few thousandths between near-identical inputs;
 # a directional check fails only on a real drop.

@@ -28,9 +28,9 @@ import pandas as pd
 from pandas.api.types import infer_dtype
 from pydantic import BaseModel, Field
 
-from components.config import ValidationConfig
-from components.data import LABEL, SPLITS, TEXT, DatasetSplits
-from components.errors import StageError
+from tuneops.components.config import ValidationConfig
+from tuneops.components.data.loading import LABEL, SPLITS, TEXT, DatasetSplits
+from tuneops.components.errors import StageError
 
 # Derived columns added to each split's frame before GX sees it (prefixed so they never clash
 # with a user's group column names).

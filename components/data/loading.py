@@ -2,7 +2,7 @@
 
 Loading only checks what it must to build the splits: the file is readable and the columns the
 config names exist. Everything about the *content* (nulls, label set, duplicates, leakage, ...)
-is the job of ``components.validation``, which sees the raw values kept here.
+is the job of ``tuneops.components.validation.validate``, which sees the raw values kept here.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.config import DataConfig
-from components.demo_data import write_demo_dataset
-from components.errors import ConfigError, DataError
+from tuneops.components.config import DataConfig
+from tuneops.components.data.demo import write_demo_dataset
+from tuneops.components.errors import ConfigError, DataError
 
 TEXT = "text"
 LABEL = "label"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import warnings
 
-from components.checkpoints import transformer_layers
-from components.config import TrainingConfig
-from components.errors import ConfigError
+from tuneops.components.checkpoints import transformer_layers
+from tuneops.components.config import TrainingConfig
+from tuneops.components.errors import ConfigError
 
 _DROPOUT_CONFIG_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
                         "dropout", "attention_dropout", "seq_classif_dropout")

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.data import LABEL, TEXT
-from components.errors import DataError, StageError
+from tuneops.components.data.loading import LABEL, TEXT
+from tuneops.components.errors import DataError, StageError
 
 PREDICTION = "prediction"
 EMBEDDING = "embedding"

@@ -1,0 +1,1 @@
+"""Data stage: loading user data or the embedded demo into canonical splits."""

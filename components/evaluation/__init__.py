@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics, slices, fairness, behaviour, drift and the promotion gate."""

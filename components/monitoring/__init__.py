@@ -1,0 +1,1 @@
+"""Monitoring stage: the prediction log, drift on traffic and the retraining trigger."""

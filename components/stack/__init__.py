@@ -1,0 +1,1 @@
+"""The local stack: Prefect server, worker, serving and Evidently UI as supervised processes."""

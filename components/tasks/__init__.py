@@ -1,0 +1,1 @@
+"""Task strategies: everything that depends on the modality (text, images, ...)."""

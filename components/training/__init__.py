@@ -1,0 +1,1 @@
+"""Training stage: the fine-tuning engine (single process and data-parallel)."""
