@@ -6,13 +6,14 @@ serving all load the same directory with ``Predictor.from_dir``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tuneops.components.device import autocast, inference_precision, resolve_device
 
 MANIFEST = "tuneops.json"
 
@@ -22,19 +23,6 @@ class Prediction:
     label: str
     score: float
     probabilities: dict[str, float]
-
-
-def pick_device(requested: str = "auto") -> str:
-    """``cuda`` when asked for or available (and ``auto``), else ``cpu``."""
-    import torch
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        from tuneops.components.errors import ConfigError
-
-        raise ConfigError("config: training.device is 'cuda' but no CUDA device is available")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
 
 
 class Predictor:
@@ -58,7 +46,7 @@ class Predictor:
         manifest = cls.read_manifest(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
-        return cls(model, tokenizer, manifest["labels"], manifest.get("max_length", 128), pick_device(device), manifest)
+        return cls(model, tokenizer, manifest["labels"], manifest.get("max_length", 128), resolve_device(device), manifest)
 
     @staticmethod
     def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -110,8 +98,7 @@ class Predictor:
         embeddings = np.zeros((len(texts), hidden), dtype=np.float32) if want_embeddings else np.zeros((0, hidden))
         # Sorting by length keeps padding per batch small: most of the speed of batched inference.
         order = np.argsort([len(text) for text in texts], kind="stable")
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda" else contextlib.nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(self.device, inference_precision(self.device)):
             for start in range(0, len(texts), batch_size):
                 index = order[start:start + batch_size]
                 batch = self.tokenizer(

@@ -22,6 +22,7 @@ from tuneops.components.validation import validate as validation
 from tuneops.components.config import PipelineConfig, load_config
 from tuneops.components.data.loading import LABEL, TEXT, DatasetSplits, as_validated, load_data
 from tuneops.components.errors import ConfigError, TuneopsError, ValidationBlocked
+from tuneops.components.metrics import classification_metrics
 from tuneops.components.paths import demo_dir, run_dir
 from tuneops.components.predictor import Predictor
 from tuneops.components.run_record import RunRecord, new_run_id
@@ -64,7 +65,7 @@ def evaluate_task(model_dir: Path, splits: DatasetSplits, config: PipelineConfig
 def baseline_task(splits: DatasetSplits) -> dict[str, Any]:
     floor = baseline_component.train_baseline(splits.train)
     probabilities = floor.predict_proba(splits.test[TEXT].tolist())
-    return evaluation.classification_metrics(splits.test[LABEL].tolist(), probabilities, floor.labels)
+    return classification_metrics(splits.test[LABEL].tolist(), probabilities, floor.labels)
 
 
 @task(name="gate", cache_policy=NO_CACHE)

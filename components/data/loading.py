@@ -74,14 +74,14 @@ def load_data(config: DataConfig, demo_directory: Path) -> DatasetSplits:
         test_path = Path(config.test_path).expanduser()
         test = _canonical_columns(read_table(test_path, config.format), config, test_path)
         if config.max_rows:
-            frame = _subsample(frame, config.max_rows, config.split_seed)
-        train, validation = _split(frame, config.validation_fraction, config.split_seed)
+            frame = stratified_sample(frame, config.max_rows, config.split_seed)
+        train, validation = stratified_split(frame, config.validation_fraction, config.split_seed)
         source = f"{path} + {test_path}"
     else:
         if config.max_rows:
-            frame = _subsample(frame, config.max_rows, config.split_seed)
-        rest, test = _split(frame, config.test_fraction, config.split_seed)
-        train, validation = _split(rest, config.validation_fraction / (1 - config.test_fraction), config.split_seed)
+            frame = stratified_sample(frame, config.max_rows, config.split_seed)
+        rest, test = stratified_split(frame, config.test_fraction, config.split_seed)
+        train, validation = stratified_split(rest, config.validation_fraction / (1 - config.test_fraction), config.split_seed)
         source = str(path)
     frames = {"train": train, "validation": validation, "test": test}
     frames = {name: part.reset_index(drop=True) for name, part in frames.items()}
@@ -279,38 +279,6 @@ def _canonical_columns(frame: pd.DataFrame, config: DataConfig, path: Path) -> p
     kept = frame[[config.text_column, config.label_column, *config.groups]].copy()
     kept.columns = [TEXT, LABEL, *config.groups]
     return kept
-
-
-def _subsample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    if len(frame) <= rows:
-        return frame
-    part, _ = _split(frame, 1 - rows / len(frame), seed)
-    return part
-
-
-def _split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off ``fraction`` of the rows, stratified by label where every class allows it.
-
-    Classes too small to stratify fall back to a seeded random split; validation then reports
-    them (minimum examples per class) rather than the split crashing.
-    """
-    rng = np.random.default_rng(seed)
-    labels = frame[LABEL].astype(str)
-    counts = labels.value_counts()
-    held_out: list[np.ndarray] = []
-    if len(counts) > 1 and counts.min() >= 2:
-        for value in counts.index:
-            positions = np.flatnonzero((labels == value).to_numpy())
-            rng.shuffle(positions)
-            take = max(1, int(round(len(positions) * fraction)))
-            held_out.append(positions[:take])
-        chosen = np.sort(np.concatenate(held_out))
-    else:
-        positions = rng.permutation(len(frame))
-        chosen = np.sort(positions[: max(1, int(round(len(frame) * fraction)))])
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[chosen] = True
-    return frame[~mask], frame[mask]
 
 
 def describe_splits(splits: DatasetSplits) -> str:

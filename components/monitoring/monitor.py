@@ -298,7 +298,7 @@ def read_feedback(path: str | Path, data: DataConfig) -> pd.DataFrame:
 def check_feedback(predictor, feedback: pd.DataFrame, path: str, metric: str,
                    config: MonitoringConfig) -> FeedbackCheck:
     """Score the champion on the feedback rows whose label it knows, with ``metric``."""
-    from tuneops.components.evaluation.evaluate import classification_metrics
+    from tuneops.components.metrics import classification_metrics
 
     known = feedback[feedback["label"].isin(predictor.labels)]
     unknown = len(feedback) - len(known)

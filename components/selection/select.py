@@ -29,12 +29,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.tasks.text.baseline import train_baseline
 from tuneops.components.checkpoints import CheckpointInspection, inspect_checkpoint, load_for_classification
 from tuneops.components.config import SelectionConfig
 from tuneops.components.data.loading import LABEL, TEXT, DatasetSplits
 from tuneops.components.errors import StageError
-from tuneops.components.predictor import Predictor, pick_device
+from tuneops.components.device import resolve_device
+from tuneops.components.predictor import Predictor
 
 BASELINE_NAME = "baseline: tf-idf + logistic regression"
 SEED = 42
@@ -162,7 +163,7 @@ def select_model(
     labels = splits.labels
     train_sample = stratified_sample(splits.train, config.probe_rows, SEED)
     validation = stratified_sample(splits.validation, config.probe_rows, SEED)
-    device = pick_device("auto")
+    device = resolve_device("auto")
 
     baseline_row, baseline_metrics = _probe_baseline(train_sample, validation, labels, config.objective)
     rows = [
@@ -207,21 +208,6 @@ def candidate_specs(config: SelectionConfig, champion_dir: Path | None) -> list[
     if config.include_champion and champion_dir is not None and "champion" not in specs:
         specs.append("champion")
     return specs
-
-
-def stratified_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    """At most ``rows`` rows of ``frame`` with each label in its original share (at least one each)."""
-    if len(frame) <= rows:
-        return frame.reset_index(drop=True)
-    labels = frame[LABEL].astype(str)
-    rng = np.random.default_rng(seed)
-    picked: list[np.ndarray] = []
-    for value, count in labels.value_counts().items():
-        positions = np.flatnonzero((labels == value).to_numpy())
-        take = max(1, int(round(count * rows / len(frame))))
-        picked.append(rng.choice(positions, size=min(take, count), replace=False))
-    chosen = np.sort(np.concatenate(picked))
-    return frame.iloc[chosen].reset_index(drop=True)
 
 
 def rank_candidates(rows: list[CandidateResult], config: SelectionConfig) -> str | None:

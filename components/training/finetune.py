@@ -51,12 +51,11 @@ from tuneops.components.training.batching import (
     epoch_batches,
     steps_per_epoch,
 )
+from tuneops.components.device import autocast, configure_backends, resolve_device, select_precision
 from tuneops.components.training.report import write_html_report, write_json, write_learning_curves
 from tuneops.components.training.runtime import (
     DistributedContext,
-    autocast,
     build_adamw,
-    configure_backends,
     cpu_threads,
     distributed_context,
     flops_shape,
@@ -64,8 +63,6 @@ from tuneops.components.training.runtime import (
     lr_multiplier,
     peak_flops,
     peak_rss_mib,
-    resolve_device,
-    select_precision,
     training_flops,
 )
 from tuneops.components.training.transfer import (
@@ -242,7 +239,7 @@ class _FineTune:
         import torch
 
         config, context = self.config, self.context
-        self.device = resolve_device(config.device, context, torch.cuda.is_available())
+        self.device = resolve_device(config.device, context.local_rank, torch.cuda.is_available())
         if self.device.startswith("cuda"):
             torch.cuda.set_device(self.device)
         bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.tasks.text.baseline import train_baseline
 from tuneops.components.evaluation.behaviour import NAMES, perturb, run_behavioural_checks
 from tuneops.components.config import DataConfig, EvaluationConfig, validate_config
 from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.data.demo import generate_drifted_texts, generate_reviews
 from tuneops.components.evaluation.drift import compute_drift, text_descriptors
 from tuneops.components.errors import ConfigError, DataError
-from tuneops.components.evaluation.evaluate import (bootstrap_intervals, classification_metrics, evaluate_predictions,
-                                   expected_calibration_error, length_bucket_names)
+from tuneops.components.evaluation.evaluate import evaluate_predictions, length_bucket_names
+from tuneops.components.metrics import bootstrap_intervals, classification_metrics, expected_calibration_error
 from tuneops.components.evaluation.fairness import assess_fairness
 
 LABELS = ["negative", "neutral", "positive"]

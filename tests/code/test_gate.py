@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.tasks.text.baseline import train_baseline
 from tuneops.components.evaluation.behaviour import BehaviouralResult
 from tuneops.components.config import DataConfig, EvaluationConfig, GateConfig
 from tuneops.components.data.loading import as_validated, load_data

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuneops.components.tasks.text_baseline import train_baseline
+from tuneops.components.tasks.text.baseline import train_baseline
 from tuneops.components.checkpoints import inspect_checkpoint, load_for_classification, parse_spec
 from tuneops.components.config import PACKAGED_MINILM, DataConfig, SelectionConfig
 from tuneops.components.data.loading import as_validated, load_data

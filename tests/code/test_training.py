@@ -38,6 +38,7 @@ from tuneops.components.training.batching import (
     epoch_batches,
     micro_batches,
 )
+from tuneops.components.device import resolve_device, select_precision
 from tuneops.components.training.runtime import (
     DistributedContext,
     FlopsShape,
@@ -46,8 +47,6 @@ from tuneops.components.training.runtime import (
     loader_workers,
     lr_multiplier,
     peak_flops,
-    resolve_device,
-    select_precision,
     training_flops,
 )
 from tuneops.components.training.transfer import freeze
@@ -243,11 +242,11 @@ def test_precision_follows_the_device():
 
 def test_device_is_detected_and_can_be_forced():
     context = DistributedContext(rank=3, world_size=4, local_rank=1, local_world_size=2)
-    assert resolve_device("auto", context, cuda_available=True) == "cuda:1"
-    assert resolve_device("cpu", context, cuda_available=True) == "cpu"
-    assert resolve_device("auto", context, cuda_available=False) == "cpu"
+    assert resolve_device("auto", context.local_rank, cuda_available=True) == "cuda:1"
+    assert resolve_device("cpu", context.local_rank, cuda_available=True) == "cpu"
+    assert resolve_device("auto", context.local_rank, cuda_available=False) == "cpu"
     with pytest.raises(ConfigError, match="no CUDA device"):
-        resolve_device("cuda", context, cuda_available=False)
+        resolve_device("cuda", context.local_rank, cuda_available=False)
 
 
 def test_threads_workers_and_optimizer_suit_the_device():

@@ -1,0 +1,136 @@
+"""The task seam: what a task (text classification, image classification, ...) must provide.
+
+The spine (load, validate, select, train, evaluate, gate, package, serve, monitor) holds a ``Task``
+and calls it for everything that depends on the modality; it never names one. A new task is a
+subclass in one new module, registered in ``tuneops.components.tasks.registry``. Hugging Face's
+``run_glue.py`` and ``run_image_classification.py`` show why this is small: the model class and
+the collate function differ, the training loop is the same.
+
+Inputs travel as the values of the task's ``input_column`` (strings for text; for images, paths or
+decoded pictures), always as a plain ``list``.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from tuneops.components.config import BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig
+
+
+@dataclass
+class EncodedInputs:
+    """One split encoded once for training: per-row features and a per-row cost.
+
+    ``features`` is whatever the task's ``collate`` understands (token id lists for text, pixel
+    arrays for images); ``lengths`` is each row's size in the unit that padding costs (tokens;
+    1 for fixed-size inputs), which the length-grouped batching of training uses.
+    """
+
+    features: list[Any]
+    lengths: np.ndarray
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+class Baseline(Protocol):
+    """The task's classical floor: a cheap model every fine-tuned one must beat."""
+
+    labels: list[str]
+
+    def predict_proba(self, inputs: list[Any]) -> np.ndarray: ...
+
+    @property
+    def parameter_count(self) -> int: ...
+
+
+class Task(ABC):
+    """Everything modality-specific, behind one object chosen by ``PipelineConfig.task``."""
+
+    #: the value of ``PipelineConfig.task`` that selects this task
+    name: str
+    #: the canonical column of the split frames that holds the model's input
+    input_column: str
+    #: what one input is called in messages and the API ("text", "image")
+    input_noun: str
+
+    # --- data --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def source_column(self, data: "DataConfig") -> str:
+        """The user's column that holds the inputs (renamed to ``input_column`` on load)."""
+
+    @abstractmethod
+    def input_problem(self, value: Any) -> str | None:
+        """Why one raw input cannot be used (a one-line reason), or None when it can."""
+
+    # --- model -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def load_processor(self, source: str):
+        """The tokenizer / image processor of a checkpoint folder or hub id."""
+
+    @abstractmethod
+    def load_model(self, source: str, labels: list[str], allow_pickle: bool = False):
+        """An ``AutoModelFor...Classification`` with a fresh head for ``labels``; no remote code."""
+
+    @abstractmethod
+    def load_trained(self, path):
+        """``(processor, model)`` of a model directory that training wrote."""
+
+    @abstractmethod
+    def encode(self, processor, inputs: list[Any], max_length: int) -> EncodedInputs:
+        """Encode a split once, up front (tokenise; decode and resize), for training."""
+
+    @abstractmethod
+    def collate(self, encoded: EncodedInputs, indices: np.ndarray, pad_multiple: int = 1) -> dict[str, Any]:
+        """The ``model(**inputs)`` tensors of these rows (labels excluded), padded as little as possible."""
+
+    @abstractmethod
+    def model_inputs(self, processor, inputs: list[Any], max_length: int) -> dict[str, Any]:
+        """The ``model(**inputs)`` tensors of raw inputs, for inference."""
+
+    def inference_order(self, inputs: list[Any]) -> np.ndarray:
+        """The order in which inference batches inputs (cheap ones together); default: as given."""
+        return np.arange(len(inputs))
+
+    # --- evaluation and monitoring -----------------------------------------------------------
+
+    @abstractmethod
+    def baseline(self, train: pd.DataFrame) -> Baseline:
+        """The classical floor fitted on the training rows."""
+
+    @abstractmethod
+    def descriptors(self, inputs: pd.Series, reference: pd.Series | None) -> pd.DataFrame:
+        """Numeric per-input descriptors for drift (length, out-of-vocabulary share, brightness...)."""
+
+    @abstractmethod
+    def slice_values(self, inputs: pd.Series, config: "EvaluationConfig") -> dict[str, np.ndarray]:
+        """Extra slices of the test set by input properties: ``{column: bucket name per row}``."""
+
+    @abstractmethod
+    def perturb(self, value: Any, perturbation: str, rng: random.Random) -> Any | None:
+        """One behavioural perturbation of an input; None when it does not apply to it."""
+
+    @abstractmethod
+    def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str],
+                          config: "EvaluationConfig", rng: random.Random) -> list["BehaviouralCase"]:
+        """Built-in behavioural cases drawn from the user's own test inputs."""
+
+    # --- serving -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def request_model(self, config: "ServingConfig") -> type:
+        """The pydantic request body of the classify endpoint, with the config's limits."""
+
+    @abstractmethod
+    def log_value(self, value: Any, mode: str) -> str:
+        """What the prediction log keeps of one input (``mode`` is ``serving.log_text``)."""
