@@ -1,7 +1,9 @@
-"""The predictor: tokenizer + model + label map as one object that saves and loads itself.
+"""The predictor: processor + model + label map + task as one object that saves and loads itself,
+and the one inference path of tuneops.
 
-Training writes a model directory with ``Predictor.save``; evaluation, the gate, packaging and
-serving all load the same directory with ``Predictor.from_dir``.
+Training writes a model directory with ``Predictor.save``; evaluation, the gate, selection's probes,
+packaging, serving and monitoring all load it with ``Predictor.from_dir`` and score through it. The
+task (recorded in the manifest) says how raw inputs become ``model(**inputs)`` tensors.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from tuneops.components.device import autocast, inference_precision, resolve_device
+from tuneops.components.tasks.base import EncodedInputs, Task
+from tuneops.components.tasks.registry import get_task
 
 MANIFEST = "tuneops.json"
 
@@ -26,60 +30,75 @@ class Prediction:
 
 
 class Predictor:
-    """Text classifier ready for inference: batches by length, returns probabilities and embeddings."""
+    """A classifier ready for inference: batches cheap inputs together, returns probabilities and embeddings."""
 
-    def __init__(self, model, tokenizer, labels: list[str], max_length: int = 128, device: str = "cpu",
-                 manifest: dict[str, Any] | None = None) -> None:
+    def __init__(self, model, processor, labels: list[str], *, task: Task, max_length: int = 128,
+                 device: str = "cpu", manifest: dict[str, Any] | None = None) -> None:
         self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
+        self.processor = processor
         self.labels = list(labels)
+        self.task = task
         self.max_length = max_length
         self.device = device
         self.manifest = dict(manifest or {})
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "auto") -> "Predictor":
-        """Load a directory written by ``save`` (safetensors weights, tokenizer, ``tuneops.json``)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+        """Load a directory written by ``save`` (safetensors weights, processor, ``tuneops.json``)."""
         path = Path(path)
         manifest = cls.read_manifest(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
-        return cls(model, tokenizer, manifest["labels"], manifest.get("max_length", 128), resolve_device(device), manifest)
+        task = get_task(manifest.get("task", "text-classification"))  # models saved before the task seam
+        processor, model = task.load_trained(path)
+        return cls(model, processor, manifest["labels"], task=task, max_length=manifest.get("max_length", 128),
+                   device=resolve_device(device), manifest=manifest)
 
     @staticmethod
     def read_manifest(path: str | Path) -> dict[str, Any]:
-        """The ``tuneops.json`` of a model directory: labels, max length, base checkpoint."""
+        """The ``tuneops.json`` of a model directory: task, labels, max length, base checkpoint."""
         return json.loads((Path(path) / MANIFEST).read_text())
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write weights (safetensors), tokenizer and the manifest (labels, max length, extra)."""
+        """Write weights (safetensors), processor and the manifest (task, labels, max length, extra)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        self.processor.save_pretrained(path)
         self.manifest.update(extra or {})
-        self.manifest.update({"labels": self.labels, "max_length": self.max_length})
+        self.manifest.update({"task": self.task.name, "labels": self.labels, "max_length": self.max_length})
         (path / MANIFEST).write_text(json.dumps(self.manifest, indent=2))
         return path
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(labels)), in the order of ``labels``."""
-        probabilities, _ = self._run(texts, batch_size, want_embeddings=False)
+    def predict_proba(self, inputs: list[Any], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape (len(inputs), len(labels)), in the order of ``labels``."""
+        probabilities, _ = self._run(inputs, batch_size, want_embeddings=False)
         return probabilities
 
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]:
-        probabilities = self.predict_proba(texts, batch_size)
+    def predict(self, inputs: list[Any], batch_size: int = 64) -> list[Prediction]:
+        probabilities = self.predict_proba(inputs, batch_size)
         return [self._prediction(row) for row in probabilities]
 
-    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Mean-pooled last hidden states of the model's own encoder (for embedding drift)."""
-        _, embeddings = self._run(texts, batch_size, want_embeddings=True)
+    def embed(self, inputs: list[Any], batch_size: int = 64) -> np.ndarray:
+        """Mean-pooled last hidden states of the model's own encoder (for probes and embedding drift)."""
+        _, embeddings = self._run(inputs, batch_size, want_embeddings=True)
         return embeddings
 
-    def predict_and_embed(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        return self._run(texts, batch_size, want_embeddings=True)
+    def predict_and_embed(self, inputs: list[Any], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(inputs, batch_size, want_embeddings=True)
+
+    def encoded_probabilities(self, encoded: EncodedInputs, batch_size: int = 64,
+                              precision: str | None = None) -> np.ndarray:
+        """Probabilities of inputs already encoded by ``task.encode`` (training's validation rows)."""
+        import torch
+
+        order = np.argsort(encoded.lengths, kind="stable")
+        probabilities = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
+        precision = precision or inference_precision(self.device)
+        with torch.inference_mode(), autocast(self.device, precision):
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                batch = {key: value.to(self.device) for key, value in self.task.collate(encoded, index).items()}
+                probabilities[index] = torch.softmax(self.model(**batch).logits.float(), dim=-1).cpu().numpy()
+        return probabilities
 
     def _prediction(self, row: np.ndarray) -> Prediction:
         best = int(row.argmax())
@@ -89,28 +108,32 @@ class Predictor:
             probabilities={label: float(p) for label, p in zip(self.labels, row)},
         )
 
-    def _run(self, texts: list[str], batch_size: int, want_embeddings: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, inputs: list[Any], batch_size: int, want_embeddings: bool) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        texts = [str(text) for text in texts]
-        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        inputs = list(inputs)
+        probabilities = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
         hidden = self.model.config.hidden_size
-        embeddings = np.zeros((len(texts), hidden), dtype=np.float32) if want_embeddings else np.zeros((0, hidden))
-        # Sorting by length keeps padding per batch small: most of the speed of batched inference.
-        order = np.argsort([len(text) for text in texts], kind="stable")
+        embeddings = np.zeros((len(inputs), hidden), dtype=np.float32) if want_embeddings else np.zeros((0, hidden))
+        order = self.task.inference_order(inputs)
         with torch.inference_mode(), autocast(self.device, inference_precision(self.device)):
-            for start in range(0, len(texts), batch_size):
+            for start in range(0, len(inputs), batch_size):
                 index = order[start:start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in index], padding=True, truncation=True,
-                    max_length=self.max_length, return_tensors="pt",
-                ).to(self.device)
+                batch = self.task.model_inputs(self.processor, [inputs[i] for i in index], self.max_length)
+                batch = {key: value.to(self.device) for key, value in batch.items()}
                 output = self.model(**batch, output_hidden_states=want_embeddings)
                 probabilities[index] = torch.softmax(output.logits.float(), dim=-1).cpu().numpy()
                 if want_embeddings:
-                    last = output.hidden_states[-1].float()
-                    mask = batch["attention_mask"].unsqueeze(-1).float()
-                    pooled = (last * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                    embeddings[index] = pooled.cpu().numpy()
+                    embeddings[index] = _mean_pool(output.hidden_states[-1].float(), batch.get("attention_mask"))
         return probabilities, embeddings
 
+
+def _mean_pool(last_hidden, mask) -> np.ndarray:
+    """Mean over positions (tokens) that the mask keeps; over every position when there is no mask
+    (an image model's feature map, flattened)."""
+    if last_hidden.dim() > 3:  # [batch, channels, height, width] -> [batch, positions, channels]
+        last_hidden = last_hidden.flatten(2).transpose(1, 2)
+    if mask is None:
+        return last_hidden.mean(1).cpu().numpy()
+    weights = mask.unsqueeze(-1).float()
+    return ((last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)).cpu().numpy()

@@ -20,10 +20,10 @@ import pandas as pd
 from tuneops.components.config import DataConfig
 from tuneops.components.data.demo import write_demo_dataset
 from tuneops.components.errors import ConfigError, DataError
+from tuneops.components.sampling import stratified_sample, stratified_split
 
-TEXT = "text"
-LABEL = "label"
-SPLITS = ("train", "validation", "test")
+from tuneops.components.data.columns import LABEL, SPLITS  # noqa: F401  (re-exported until stages use the task)
+from tuneops.components.tasks.text_classification import TEXT  # noqa: F401
 
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 

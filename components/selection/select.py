@@ -36,6 +36,9 @@ from tuneops.components.data.loading import LABEL, TEXT, DatasetSplits
 from tuneops.components.errors import StageError
 from tuneops.components.device import resolve_device
 from tuneops.components.predictor import Predictor
+from tuneops.components.tasks.registry import get_task
+from tuneops.components.sampling import stratified_sample
+from tuneops.components.sampling import stratified_sample
 
 BASELINE_NAME = "baseline: tf-idf + logistic regression"
 SEED = 42
@@ -296,7 +299,7 @@ def _probe_candidate(
                 row.status, row.reason = EXCLUDED, _too_large(row.parameters, config.max_params)
                 return
             max_length = min(PROBE_MAX_LENGTH, inspection.max_sequence_length or PROBE_MAX_LENGTH)
-            predictor = Predictor(model, tokenizer, labels, max_length, device)
+            predictor = Predictor(model, tokenizer, labels, task=get_task("text-classification"), max_length=max_length, device=device)
             row.probe_macro_f1, row.probe_accuracy = _linear_probe(predictor, train_sample, validation, labels, deadline)
             row.score = row.probe_macro_f1 if config.objective == "macro_f1" else row.probe_accuracy
             validation_texts = validation[TEXT].astype(str).tolist()

@@ -32,6 +32,7 @@ from tuneops.components.checkpoints import load_for_classification, parse_spec
 from tuneops.components.config import TrainingConfig
 from tuneops.components.errors import ConfigError, DataError
 from tuneops.components.predictor import Predictor
+from tuneops.components.tasks.registry import get_task
 from tuneops.components.training.checkpoint import (
     TrainingState,
     checkpoint_root,
@@ -573,7 +574,8 @@ class _FineTune:
 
     def _save_outputs(self, result: TrainedModel) -> None:
         model = merge_adapter(self.model)
-        predictor = Predictor(model, self.tokenizer, self.labels, self.config.max_length, self.device)
+        predictor = Predictor(model, self.tokenizer, self.labels, task=get_task("text-classification"), max_length=self.config.max_length,
+                              device=self.device)
         predictor.save(self.output_dir, extra={
             "base_checkpoint": self.checkpoint,
             "training_fingerprint": self.fingerprint,

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from tuneops.components.tasks.registry import get_task
+TEXT_TASK = get_task("text-classification")
 from tuneops.components import registry
 from tuneops.components.checkpoints import packaged_model_dir
 from tuneops.components.errors import ConfigError, StageError
@@ -35,7 +37,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
                         num_attention_heads=2, intermediate_size=64, num_labels=3,
                         id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
     directory = tmp_path_factory.mktemp("tiny-model")
-    Predictor(BertForSequenceClassification(config), tokenizer, LABELS, max_length=32).save(
+    Predictor(BertForSequenceClassification(config), tokenizer, LABELS, task=TEXT_TASK, max_length=32).save(
         directory, extra={"base_checkpoint": "tiny-test-bert"})
     return directory
 

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tuneops.components.tasks.registry import get_task
+TEXT_TASK = get_task("text-classification")
 from tuneops.components.tasks.text.baseline import train_baseline
 from tuneops.components.checkpoints import inspect_checkpoint, load_for_classification, parse_spec
 from tuneops.components.config import PACKAGED_MINILM, DataConfig, SelectionConfig
@@ -30,8 +32,8 @@ from tuneops.components.selection.select import (
     candidate_specs,
     rank_candidates,
     select_model,
-    stratified_sample,
 )
+from tuneops.components.sampling import stratified_sample
 
 MINILM_1 = f"{PACKAGED_MINILM}@layers=1"
 MINILM_2 = f"{PACKAGED_MINILM}@layers=2"
@@ -182,7 +184,7 @@ def test_parameter_count_from_headers_matches_the_loaded_model():
 
 def test_champion_is_probed_from_its_model_directory(demo_splits, tmp_path):
     tokenizer, model = load_for_classification(parse_spec(MINILM_1), demo_splits.labels)
-    champion = Predictor(model, tokenizer, demo_splits.labels).save(tmp_path / "champion")
+    champion = Predictor(model, tokenizer, demo_splits.labels, task=TEXT_TASK).save(tmp_path / "champion")
     config = SelectionConfig(candidates=["champion"], probe_rows=120)
     report = select_model(demo_splits, config, tmp_path / "selection", champion_dir=champion)
     assert report.chosen == "champion"

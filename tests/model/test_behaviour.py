@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tuneops.components.tasks.registry import get_task
+TEXT_TASK = get_task("text-classification")
 from tuneops.components.evaluation.behaviour import run_behavioural_checks
 from tuneops.components.checkpoints import load_for_classification, parse_spec
 from tuneops.components.config import PACKAGED_MINILM, EvaluationConfig, GateConfig, validate_config
@@ -86,7 +88,7 @@ def untrained_dir(tmp_path_factory, demo_splits):
     torch.manual_seed(0)
     tokenizer, model = load_for_classification(parse_spec(PACKAGED_MINILM), demo_splits.labels)
     directory = tmp_path_factory.mktemp("untrained") / "model"
-    Predictor(model, tokenizer, demo_splits.labels, max_length=64).save(directory)
+    Predictor(model, tokenizer, demo_splits.labels, task=TEXT_TASK, max_length=64).save(directory)
     return directory
 
 
