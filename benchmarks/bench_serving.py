@@ -264,13 +264,15 @@ def _quick_model() -> str:
     from tuneops.components import registry
     from tuneops.components.config import TrainingConfig
     from tuneops.components.data.demo import generate_reviews
+    from tuneops.components.tasks.registry import get_task
     from tuneops.components.training.finetune import finetune
 
     frame = generate_reviews(360, seed=3)
     labels = sorted(frame["label"].unique())
     output = Path(tempfile.mkdtemp(prefix="tuneops-bench-model-"))
     trained = finetune(frame.iloc[:300], frame.iloc[300:], labels, "packaged:all-MiniLM-L6-v2",
-                       TrainingConfig(max_steps=20, batch_size=16, max_length=128), output)
+                       TrainingConfig(max_steps=20, batch_size=16, max_length=128), output,
+                       task=get_task("text-classification"))
     reference = frame.iloc[:300].assign(prediction=frame["label"].iloc[:300])
     return registry.package_model(trained.path, {"run_id": "benchmark"}, reference).tag
 

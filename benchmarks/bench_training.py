@@ -40,13 +40,20 @@ CHECKPOINT = "packaged:all-MiniLM-L6-v2"
 VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
 
 
+def text_task():
+    """The task every variant trains (the benchmark compares text-classification loops)."""
+    from tuneops.components.tasks.registry import get_task
+
+    return get_task("text-classification")
+
+
 def demo_splits(rows: int):
     """The demo's train split (first ``rows`` rows) and a small validation split."""
     from tuneops.components.config import DataConfig
     from tuneops.components.data.loading import as_validated, load_data
 
     home = Path(os.environ.get("TUNEOPS_HOME", tempfile.gettempdir())) / "demo"
-    splits = as_validated(load_data(DataConfig(), home))
+    splits = as_validated(load_data(DataConfig(), home, text_task()))
     train = splits.train.head(rows).reset_index(drop=True)
     validation = splits.validation.head(100).reset_index(drop=True)
     return train, validation, splits.labels
@@ -64,7 +71,7 @@ def run_tuneops(args, workdir: Path) -> dict:
         threads=args.threads, early_stopping_patience=None, checkpoint_every_steps=10**6, seed=args.seed,
     )
     torch.set_num_threads(args.threads)
-    result = finetune(train, validation, labels, CHECKPOINT, config, workdir / "tuneops" / "model")
+    result = finetune(train, validation, labels, CHECKPOINT, config, workdir / "tuneops" / "model", task=text_task())
     figures = result.throughput
     return {
         "train_seconds": figures["train_seconds"],
@@ -90,7 +97,7 @@ def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
     train, _, labels = demo_splits(args.rows)
     label_ids = {label: i for i, label in enumerate(labels)}
     torch.manual_seed(args.seed)
-    tokenizer, model = load_for_classification(parse_spec(CHECKPOINT), labels)
+    tokenizer, model = load_for_classification(parse_spec(CHECKPOINT), labels, text_task())
     padding = False if dynamic else "max_length"
     encoded = tokenizer(train["text"].tolist(), truncation=True, max_length=args.max_length, padding=padding)
     dataset = datasets.Dataset.from_dict({**encoded, "labels": train["label"].map(label_ids).tolist()})
@@ -130,10 +137,14 @@ def run_default(workdir: Path) -> dict:
     from tuneops.components.data.loading import as_validated, load_data
     from tuneops.components.training.finetune import finetune
 
+    from tuneops.components.tasks.registry import get_task
+
     config = PipelineConfig()
-    splits = as_validated(load_data(config.data, workdir / "demo"))
+    task = get_task(config.task)
+    splits = as_validated(load_data(config.data, workdir / "demo", task))
     started = time.perf_counter()
-    result = finetune(splits.train, splits.validation, splits.labels, CHECKPOINT, config.training, workdir / "default" / "model")
+    result = finetune(splits.train, splits.validation, splits.labels, CHECKPOINT, config.training,
+                      workdir / "default" / "model", task=task)
     return {
         "wall_seconds": time.perf_counter() - started,
         "train_rows": len(splits.train),

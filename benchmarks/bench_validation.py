@@ -23,16 +23,20 @@ from pandas.api.types import infer_dtype
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuneops.components.config import ValidationConfig  # noqa: E402
-from tuneops.components.data.loading import LABEL, SPLITS, TEXT, DatasetSplits  # noqa: E402
+from tuneops.components.data.columns import LABEL  # noqa: E402
 from tuneops.components.data.demo import ASPECTS, PRODUCTS  # noqa: E402
-from tuneops.components.validation.validate import (  # noqa: E402
+from tuneops.components.data.loading import DatasetSplits  # noqa: E402
+from tuneops.components.tasks.registry import get_task  # noqa: E402
+from tuneops.components.tasks.text.checks import (  # noqa: E402
     BLANK_REGEX,
     CONTROL_REGEX,
     HTML_ENTITY_REGEX,
-    MISSING_LABEL_TOKENS,
     MOJIBAKE_REGEX,
 )
+from tuneops.components.validation.prepare import MISSING_LABEL_TOKENS  # noqa: E402
 
+TASK = get_task("text-classification")
+TEXT = TASK.input_column
 GROUP = "region"
 
 
@@ -61,6 +65,7 @@ def make_splits(rows: int, seed: int = 0) -> DatasetSplits:
         group_columns=[GROUP],
         source="benchmark",
         fingerprint="benchmark",
+        input_column=TEXT,
     )
 
 
@@ -149,7 +154,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tuneops-bench-") as scratch:
         for attempt in range(args.repeat):
             tick = time.perf_counter()
-            report = validate_data(splits, config, Path(scratch) / f"run{attempt}")
+            report = validate_data(splits, config, Path(scratch) / f"run{attempt}", None, TASK)
             tuneops_times.append(time.perf_counter() - tick)
             tick = time.perf_counter()
             verdicts = pandas_checks(splits, config)

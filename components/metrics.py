@@ -35,7 +35,7 @@ def classification_metrics(y_true: list[str], probabilities: np.ndarray, labels:
     y_true = [str(label) for label in y_true]
     if not y_true:
         raise DataError("evaluation: no rows to score")
-    all_labels, full = _with_unseen_labels(y_true, np.asarray(probabilities, dtype=float), list(labels))
+    all_labels, full = with_unseen_labels(y_true, np.asarray(probabilities, dtype=float), list(labels))
     truth = np.array([all_labels.index(label) for label in y_true])
     scores = weighted_scores(truth, full, np.ones((1, len(truth))), all_labels, bins, per_class=True)
     result = {key: value[0] if isinstance(value, np.ndarray) else value for key, value in scores.items()}
@@ -70,7 +70,7 @@ def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, bin
     return float(_ece(truth, probabilities, np.ones((1, len(truth))), bins)[0])
 
 
-def labelweighted_scores(truth: np.ndarray, predicted: np.ndarray, n_labels: int) -> dict[str, float]:
+def label_scores(truth: np.ndarray, predicted: np.ndarray, n_labels: int) -> dict[str, float]:
     """Accuracy and macro-F1 of predicted class indices: the cheap pair that training's early
     stopping and selection's probes need, in the same convention as ``classification_metrics``."""
     truth = np.asarray(truth, dtype=int)
@@ -78,13 +78,13 @@ def labelweighted_scores(truth: np.ndarray, predicted: np.ndarray, n_labels: int
     if len(truth) == 0:
         raise DataError("metrics: no rows to score")
     one_hot = np.eye(n_labels)[predicted]
-    scores = weightedweighted_scores(truth, one_hot, np.ones((1, len(truth))), list(range(n_labels)), CALIBRATION_BINS,
+    scores = weighted_scores(truth, one_hot, np.ones((1, len(truth))), list(range(n_labels)), CALIBRATION_BINS,
                              per_class=False)
     return {"accuracy": float(scores["accuracy"][0]), "macro_f1": float(scores["macro_f1"][0])}
 
 
 def weighted_scores(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, labels: list[str], bins: int,
-            per_class: bool) -> dict[str, Any]:
+                    per_class: bool) -> dict[str, Any]:
     """Every metric for each row of ``weights`` (shape: samples x rows) at once."""
     k = len(labels)
     predicted = probabilities.argmax(axis=1)
@@ -146,10 +146,32 @@ def _roc_auc_ovr(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarr
         return np.where(counted > 0, np.nansum(per_class, axis=0) / np.maximum(counted, 1), np.nan)
 
 
+def reliability_bins(truth: np.ndarray, probabilities: np.ndarray,
+                     bins: int = CALIBRATION_BINS) -> dict[str, np.ndarray]:
+    """The bins behind the ECE (the reliability diagram's bars): for each non-empty bin of top-label
+    confidence, its centre, the accuracy and mean confidence of its rows, and how many rows it holds."""
+    confidence = probabilities.max(axis=1)
+    hit = probabilities.argmax(axis=1) == truth
+    which = _confidence_bin(confidence, bins)
+    count = np.bincount(which, minlength=bins)
+    filled = np.flatnonzero(count)
+    return {
+        "centre": (filled + 0.5) / bins,
+        "accuracy": np.bincount(which, weights=hit, minlength=bins)[filled] / count[filled],
+        "confidence": np.bincount(which, weights=confidence, minlength=bins)[filled] / count[filled],
+        "count": count[filled],
+    }
+
+
+def _confidence_bin(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bins over [0, 1]; a confidence of exactly 1 falls in the last one."""
+    return np.minimum((confidence * bins).astype(int), bins - 1)
+
+
 def _ece(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:
     confidence = probabilities.max(axis=1)
     hit = (probabilities.argmax(axis=1) == truth).astype(float)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    which = _confidence_bin(confidence, bins)
     member = np.zeros((len(truth), bins))
     member[np.arange(len(truth)), which] = 1.0
     count = weights @ member
@@ -160,8 +182,8 @@ def _ece(truth: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, bins
         return np.where(total > 0, np.abs(accuracy_sum - confidence_sum).sum(axis=1) / total, np.nan)
 
 
-def _with_unseen_labels(y_true: list[str], probabilities: np.ndarray,
-                        labels: list[str]) -> tuple[list[str], np.ndarray]:
+def with_unseen_labels(y_true: list[str], probabilities: np.ndarray,
+                       labels: list[str]) -> tuple[list[str], np.ndarray]:
     """Append zero-probability columns for true labels the model does not know."""
     if probabilities.ndim != 2 or probabilities.shape != (len(y_true), len(labels)):
         raise DataError(f"evaluation: probabilities of shape {probabilities.shape} for {len(y_true)} rows "
@@ -173,5 +195,6 @@ def _with_unseen_labels(y_true: list[str], probabilities: np.ndarray,
 
 
 def number_or_none(value: Any) -> float | None:
+    """A float, or None for NaN (a metric that is undefined on these rows)."""
     value = float(value)
     return None if math.isnan(value) else value

@@ -22,23 +22,23 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pandas as pd
 
 from tuneops.components.errors import ConfigError, StageError
+from tuneops.components.files import atomic_write_json, atomic_write_text, plain_json
 from tuneops.components.paths import tuneops_home
 from tuneops.components.predictor import MANIFEST
 
 MODEL_NAME = "tuneops-classifier"
+# Models packaged before the manifest recorded a task are text classifiers.
+DEFAULT_TASK = "text-classification"
 POINTER_FILE = "champion.json"
 REFERENCE_FILE = "reference.parquet"
 LINEAGE_FILE = "lineage.json"
@@ -48,7 +48,9 @@ MAX_REFERENCE_ROWS = 5000
 # Remembered previous champions; rollback walks back through them.
 MAX_HISTORY = 20
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")
+# What a saved processor leaves behind: a tokenizer's files, or an image processor's config.
+_PROCESSOR_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model",
+                    "preprocessor_config.json")
 
 
 @dataclass
@@ -81,7 +83,7 @@ class ModelRelease:
         return self.path / REFERENCE_FILE
 
     def reference(self) -> pd.DataFrame:
-        """The training-data sample saved with the model (text, label, prediction, groups)."""
+        """The training-data sample saved with the model (inputs, label, prediction, groups)."""
         if not self.reference_path.exists():
             raise StageError(f"model {self.tag} has no reference sample ({REFERENCE_FILE})")
         return pd.read_parquet(self.reference_path)
@@ -104,20 +106,23 @@ def package_model(trained_dir: Path, metadata: dict[str, Any], reference: pd.Dat
 
     ``metadata`` is the lineage: run_id, metrics, data_fingerprint, config_hash, base_checkpoint,
     labels, code_version, ... (anything JSON-able). ``reference`` is a sample of the training
-    data with at least a ``text`` column; more than MAX_REFERENCE_ROWS rows are sampled down.
-    Raises StageError when the directory is not a complete model.
+    data with at least the input column of the model's task (``text``); more than
+    MAX_REFERENCE_ROWS rows are sampled down. Raises StageError when the directory is not a
+    complete model.
     """
     import bentoml
 
     trained_dir = Path(trained_dir)
     manifest = _check_model_dir(trained_dir)
-    if "text" not in reference.columns:
-        raise StageError(f"package: the reference sample needs a 'text' column, it has {list(reference.columns)}")
+    input_column = _input_column(manifest)
+    if input_column not in reference.columns:
+        raise StageError(f"package: the reference sample needs a {input_column!r} column, "
+                         f"it has {list(reference.columns)}")
     if len(reference) > MAX_REFERENCE_ROWS:
         reference = reference.sample(MAX_REFERENCE_ROWS, random_state=0)
-    lineage = _json_safe(dict(metadata))
+    lineage = bentoml_metadata(dict(metadata))
     lineage.setdefault("labels", manifest["labels"])
-    lineage.update(_json_safe({
+    lineage.update(bentoml_metadata({
         "label_map": {str(index): label for index, label in enumerate(manifest["labels"])},
         "max_length": manifest.get("max_length"),
         "base_checkpoint": lineage.get("base_checkpoint") or manifest.get("base_checkpoint"),
@@ -127,7 +132,7 @@ def package_model(trained_dir: Path, metadata: dict[str, Any], reference: pd.Dat
     }))
     bento_labels = {
         "project": "tuneops",
-        "task": "text-classification",
+        "task": str(manifest.get("task", DEFAULT_TASK)),
         "run_id": str(lineage.get("run_id") or "none"),
         "gate": str(lineage.get("gate") or "none"),
     }
@@ -140,7 +145,7 @@ def package_model(trained_dir: Path, metadata: dict[str, Any], reference: pd.Dat
             reference.reset_index(drop=True).to_parquet(target / REFERENCE_FILE, index=False)
         except (ValueError, TypeError, ImportError) as error:
             raise StageError(f"package: cannot write the reference sample as Parquet: {error}") from None
-        (target / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+        atomic_write_text(target / LINEAGE_FILE, json.dumps(lineage, indent=2, sort_keys=True))
         # Recorded last, from the files as written: what a complete copy of this model holds.
         model.info.metadata["files"] = {
             path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
@@ -327,8 +332,8 @@ def _check_model_dir(directory: Path) -> dict[str, Any]:
         raise StageError(f"package: {directory} has no config.json")
     if not any((directory / name).is_file() for name in _WEIGHT_FILES):
         raise StageError(f"package: {directory} has no safetensors weights")
-    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
-        raise StageError(f"package: {directory} has no tokenizer files")
+    if not any((directory / name).is_file() for name in _PROCESSOR_FILES):
+        raise StageError(f"package: {directory} has no processor files (tokenizer or image processor)")
     return manifest
 
 
@@ -345,19 +350,7 @@ def _read_pointer() -> dict[str, Any]:
 
 
 def _write_pointer(state: dict[str, Any]) -> None:
-    path = pointer_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".champion-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(state, indent=2))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    path = atomic_write_json(pointer_path(), state)
     # The rename itself is durable only once the directory entry is on disk.
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -386,21 +379,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _json_safe(value: Any) -> Any:
-    """Metadata as plain JSON types (BentoML's model.yaml accepts nothing else, not even None):
-    numpy scalars become Python numbers, paths and datetimes strings; None and NaN entries of a
-    mapping are left out, in a list they become the string "null"."""
+def bentoml_metadata(value: Any) -> Any:
+    """Metadata as BentoML's model.yaml accepts it: plain JSON types (``files.plain_json``) and
+    not even None, so None and NaN entries of a mapping are left out and in a list become the
+    string "null"."""
+    return _without_none(plain_json(value))
+
+
+def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
-        cleaned = {str(key): _json_safe(item) for key, item in value.items()}
-        return {key: item for key, item in cleaned.items() if item is not None}
-    if isinstance(value, (list, tuple, set)):
-        return ["null" if item is None else item for item in map(_json_safe, value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return ["null" if item is None else _without_none(item) for item in value]
+    return value
+
+
+def _input_column(manifest: dict[str, Any]) -> str:
+    """The column of the reference sample that holds the model's inputs (its task's)."""
+    from tuneops.components.tasks.registry import get_task
+
+    return get_task(str(manifest.get("task", DEFAULT_TASK))).input_column

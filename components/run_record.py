@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tuneops.components.config import PipelineConfig
-from tuneops.components.paths import SOURCE_ROOT
+from tuneops.components.errors import ConfigError
+from tuneops.components.files import atomic_write_json, atomic_write_text
+from tuneops.components.pages import render_page
+from tuneops.components.paths import SOURCE_ROOT, run_dir as run_directory
 from tuneops.components.training.runtime import peak_rss_mib
 
 STAGES = ("load_data", "validate", "select_model", "finetune", "evaluate", "gate", "package")
@@ -58,7 +61,7 @@ class RunRecord:
     @classmethod
     def start(cls, run_dir: Path, run_id: str, config: PipelineConfig) -> "RunRecord":
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.to_yaml())
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
         record = cls(run_dir=run_dir, run_id=run_id, config=config)
         record.fields["started_at"] = _now()
         record.lineage.update(
@@ -120,11 +123,34 @@ class RunRecord:
             **self.fields,
         }
 
+    def release_metadata(self, metrics: dict[str, Any], labels: list[str], promote: bool) -> dict[str, Any]:
+        """The lineage a packaged model carries: which run, data, config, code and base checkpoint
+        made it, its test metrics and the gate's verdict (``registry.package_model`` stores it)."""
+        return {
+            "run_id": self.run_id,
+            "metrics": metrics,
+            "data_fingerprint": self.lineage.get("data_fingerprint"),
+            "config_hash": self.lineage["config_hash"],
+            "base_checkpoint": self.lineage.get("base_checkpoint"),
+            "labels": list(labels),
+            "code_version": self.lineage["code_version"],
+            "gate": "promote" if promote else "reject",
+        }
+
     def write(self) -> None:
         """Write summary.json, lineage.json and index.html atomically."""
-        _atomic_write(self.run_dir / "summary.json", json.dumps(self.summary(), indent=2, default=str))
-        _atomic_write(self.run_dir / "lineage.json", json.dumps(self.lineage, indent=2, default=str))
-        _atomic_write(self.run_dir / "index.html", render_index(self.summary(), self.lineage))
+        summary = self.summary()
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        atomic_write_json(self.run_dir / "lineage.json", self.lineage)
+        atomic_write_text(self.run_dir / "index.html", render_index(summary, self.lineage))
+
+
+def previous_summary(run_id: str) -> dict[str, Any]:
+    """The summary of the run ``run_id`` (the one ``--resume`` continues); ConfigError if there is none."""
+    summary_path = run_directory(run_id) / "summary.json"
+    if not summary_path.exists():
+        raise ConfigError(f"resume: no run {run_id!r} under {summary_path.parent.parent}")
+    return json.loads(summary_path.read_text())
 
 
 def code_version() -> str:
@@ -159,35 +185,37 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
-_STATUS_COLOURS = {"promoted": "#1a7f37", "rejected": "#9a6700", "failed": "#cf222e", "running": "#0969da",
-                   "completed": "#1a7f37", "skipped": "#57606a"}
+# The shared page classes (components/page.html.j2) for each status a run or stage can have.
+_STATUS_CLASSES = {"promoted": "ok", "completed": "ok", "rejected": "warn", "failed": "bad", "running": "muted",
+                   "skipped": "muted"}
 
 
 def render_index(summary: dict[str, Any], lineage: dict[str, Any]) -> str:
-    """A self-contained HTML page: status, stages, metrics, gate reasons, links to every report."""
+    """The run's index page: status, stages, metrics, gate reasons, links to every report.
+
+    It is the page every other report of the run links back to, so it has no back link itself.
+    """
     esc = html.escape
     status = summary["status"]
+
+    def status_cell(value: Any) -> str:
+        return f"<td class='{_STATUS_CLASSES.get(str(value), '')}'>{esc(str(value))}</td>"
+
     rows = "".join(
-        f"<tr><td>{esc(name)}</td><td style='color:{_STATUS_COLOURS.get(info.get('status'), '#000')}'>"
-        f"{esc(str(info.get('status')))}</td><td>{info.get('seconds', '')}</td>"
+        f"<tr><td>{esc(name)}</td>{status_cell(info.get('status'))}<td class='num'>{info.get('seconds', '')}</td>"
         f"<td>{esc(str(info.get('error') or info.get('reason') or ''))}</td></tr>"
         for name, info in summary["stages"].items()
     )
     metrics = summary.get("metrics") or {}
     metric_rows = "".join(
-        f"<tr><td>{esc(k)}</td><td>{v:.4f}</td></tr>" if isinstance(v, (int, float)) else ""
+        f"<tr><td>{esc(k)}</td><td class='num'>{v:.4f}</td></tr>" if isinstance(v, (int, float)) else ""
         for k, v in metrics.items()
     )
     gate = summary.get("gate") or {}
     reasons = "".join(f"<li>{esc(str(reason))}</li>" for reason in gate.get("reasons", []))
     links = "".join(
-        f"<li><a href='{esc(report['path'])}'>{esc(report['title'])}</a> <small>({esc(report['stage'])})</small></li>"
+        f"<li><a href='{esc(report['path'])}'>{esc(report['title'])}</a> "
+        f"<small class='muted'>({esc(report['stage'])})</small></li>"
         for report in summary["reports"]
     )
     warnings = "".join(f"<li>{esc(w)}</li>" for w in summary.get("warnings", []))
@@ -205,23 +233,15 @@ def render_index(summary: dict[str, Any], lineage: dict[str, Any]) -> str:
     decision = (
         f"<h2>Gate: {'promote' if gate.get('promote') else 'reject'}</h2><ul>{reasons}</ul>" if gate else ""
     )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>tuneops run {esc(summary['run_id'])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #1f2328; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5rem; }}
-td, th {{ border: 1px solid #d0d7de; padding: .3rem .7rem; text-align: left; }}
-.status {{ color: {_STATUS_COLOURS.get(status, '#000')}; }} .error {{ color: #cf222e; font-weight: bold; }}
-</style></head><body>
-<h1>Run {esc(summary['run_id'])}: <span class="status">{esc(status)}</span></h1>
+    body = f"""<p>Status: <strong class="{_STATUS_CLASSES.get(status, '')}">{esc(status)}</strong></p>
 {error}
 <table>{fact_rows}</table>
 <h2>Stages</h2>
-<table><tr><th>stage</th><th>status</th><th>seconds</th><th>note</th></tr>{rows}</table>
+<table><tr><th>stage</th><th>status</th><th class="num">seconds</th><th>note</th></tr>{rows}</table>
 <h2>Test metrics</h2><table>{metric_rows}</table>
 {decision}
 <h2>Reports</h2><ul>{links}</ul>
 {'<h2>Warnings</h2><ul>' + warnings + '</ul>' if warnings else ''}
 <p><a href="summary.json">summary.json</a> · <a href="lineage.json">lineage.json</a> · <a href="config.yaml">config.yaml</a></p>
-</body></html>
 """
+    return render_page(f"Run {summary['run_id']}: {status}", body, width="60rem")

@@ -17,6 +17,7 @@ import typer
 
 from tuneops.components.errors import TuneopsError
 from tuneops.components.paths import configure_environment
+from tuneops.flows.api import prepare_environment
 
 app = typer.Typer(
     name="tuneops",
@@ -58,23 +59,13 @@ def guarded(command: Callable[[], int | None]) -> None:
     raise typer.Exit(code)
 
 
-def _no_traceback_for_user_errors(record: logging.LogRecord) -> bool:
-    """Prefect logs every failing task with its traceback; for bad input the one line is enough."""
-    if record.exc_info and isinstance(record.exc_info[1], TuneopsError):
-        record.exc_info = None
-        record.exc_text = None
-    return True
-
-
 def _configure_logging() -> None:
-    configure_environment()
+    prepare_environment()
     level = "DEBUG" if _state["debug"] else "INFO"
     if sys.stderr.isatty() and not _state["debug"]:
         # At a terminal the rich display shows progress; Prefect's own lines would tear it.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for prefect_logger in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
-        logging.getLogger(prefect_logger).addFilter(_no_traceback_for_user_errors)
     for noisy in ("httpx", "httpcore", "urllib3", "filelock", "matplotlib", "PIL", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not _state["debug"]:
@@ -95,20 +86,15 @@ def run(
     def body() -> int:
         from tuneops.components.config import load_config
 
-        load_config(config, overrides)  # bad config: exit 2 before any server starts
+        loaded = load_config(config, overrides)  # bad config: exit 2 before any server starts
         _configure_logging()
         from tuneops.flows import progress
-        from tuneops.flows.prefect_server import prefect_api
-        from tuneops.flows.training_flow import train_pipeline
+        from tuneops.flows.api import run_training
 
         reporter = progress.for_terminal()
         progress.use(reporter)
         try:
-            with prefect_api():
-                summary = train_pipeline(
-                    config_path=str(config) if config else None, overrides=list(overrides or []),
-                    run_id=resume, resume=resume is not None,
-                )
+            summary = run_training(loaded, run_id=resume, resume=resume is not None)
         finally:
             reporter.close()
         _print_summary(summary)
@@ -171,12 +157,15 @@ def up(
     def body() -> int:
         from tuneops.components.config import load_config
 
-        load_config(config, overrides)
+        loaded = load_config(config, overrides)
         _configure_logging()
-        from tuneops.components.stack.supervisor import run_up
+        from tuneops.components.stack.supervisor import StackOptions, run_up
 
-        return run_up(str(config) if config else None, list(overrides or []), prefect_port, evidently_port,
-                      serving_port, serve)
+        return run_up(StackOptions(
+            serving_port=loaded.serving.port if serving_port is None else serving_port,
+            prefect_port=prefect_port, evidently_port=evidently_port, serve=serve,
+            config_path=str(config) if config else None, overrides=list(overrides or []),
+        ))
 
     guarded(body)
 
@@ -220,11 +209,11 @@ def deploy(
     def body() -> int:
         from tuneops.components.config import load_config
 
-        load_config(config, overrides)
+        loaded = load_config(config, overrides)
         _configure_logging()
         from tuneops.flows.deploy import run_deploy
 
-        return run_deploy(str(config) if config else None, list(overrides or []), pool, image, paused)
+        return run_deploy(loaded, str(config) if config else None, list(overrides or []), pool, image, paused)
 
     guarded(body)
 
@@ -240,7 +229,7 @@ def monitor(
     def body() -> int:
         from tuneops.components.config import load_config
 
-        load_config(config, overrides)
+        load_config(config, overrides)  # bad config: exit 2 before any server starts
         _configure_logging()
         from tuneops.flows.monitor_flow import run_monitor
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tuneops.components.config import PipelineConfig, load_config
+from tuneops.components.config import PipelineConfig
 from tuneops.components.errors import ConfigError, StageError
 from tuneops.components.paths import SOURCE_ROOT, tuneops_home
 
@@ -112,9 +112,14 @@ def configure(spec: DeploymentSpec, config: PipelineConfig, config_path: str | N
     return DeploymentSpec(**{**spec.__dict__, "cron": cron, "parameters": parameters, "job_variables": job_variables})
 
 
-def deploy(config_path: str | None, overrides: list[str], api_url: str, prefect_file: Path = PREFECT_FILE,
-           work_pool: str | None = None, image: str | None = None, paused: bool = False) -> list[Registered]:
+def deploy(config: PipelineConfig, config_path: str | None, overrides: list[str], api_url: str,
+           prefect_file: Path = PREFECT_FILE, work_pool: str | None = None, image: str | None = None,
+           paused: bool = False) -> list[Registered]:
     """Register every deployment of ``prefect_file`` with the server at ``api_url``.
+
+    ``config`` is the validated config (its schedules); ``config_path`` and ``overrides``, which it
+    was loaded from, become the deployments' parameters: each scheduled run loads them again at
+    its start, so an edited config file applies from the next run.
 
     ``work_pool`` replaces the file's pool (it must exist then: a Kubernetes or Docker pool is
     the user's to create); ``image`` is the job image for such a pool. The file's own pool is
@@ -125,7 +130,6 @@ def deploy(config_path: str | None, overrides: list[str], api_url: str, prefect_
 
     from tuneops.components.monitoring.monitor import ensure_project
 
-    config = load_config(config_path, overrides)
     specs = [configure(spec, config, config_path, overrides) for spec in read_deployments(prefect_file)]
     for spec in specs:
         if work_pool:
@@ -208,15 +212,15 @@ def _check_cron(cron: str, key: str) -> None:
         raise ConfigError(f"config: {key}: {cron!r} is not a valid cron expression") from None
 
 
-def run_deploy(config_path: str | None, overrides: list[str], work_pool: str | None = None,
+def run_deploy(config: PipelineConfig, config_path: str | None, overrides: list[str], work_pool: str | None = None,
                image: str | None = None, paused: bool = False) -> int:
     """``tuneops deploy``: register the deployments and print them."""
-    from tuneops.components.stack.supervisor import prefect_api_url
+    from tuneops.components.stack.records import prefect_api_url
 
     api_url = prefect_api_url()
     if not api_url:
         raise ConfigError("deploy: no Prefect server: set PREFECT_API_URL or start one with `tuneops up`")
-    for entry in deploy(config_path, overrides, api_url, work_pool=work_pool, image=image, paused=paused):
+    for entry in deploy(config, config_path, overrides, api_url, work_pool=work_pool, image=image, paused=paused):
         schedule = f"cron '{entry.cron}'" + (", paused" if paused else "")
         print(f"deployed {entry.name} ({schedule}, pool {entry.work_pool}, id {entry.deployment_id})")
     print(f"server: {api_url}")

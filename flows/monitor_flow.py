@@ -3,7 +3,10 @@ data drifted or feedback shows the model got worse, starts ``tuneops-retrain``, 
 training spine (``tuneops-train``) on the configured data plus the labelled feedback.
 
 Both are deployed from infra/prefect.yaml (``tuneops deploy``); the tasks only wrap
-``tuneops.components.monitoring.monitor``.
+``tuneops.components.monitoring.monitor``. As deployment entry points (scheduled, or started by
+the monitor on a worker) they take the config file and overrides and load the config once, at
+their start; the retrain hands the training flow the loaded config, with the merged data
+applied by ``model_copy``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tuneops.components.monitoring import monitor as monitoring
 from tuneops.components.config import PipelineConfig, load_config
+from tuneops.components.monitoring import monitor as monitoring
 from tuneops.components.paths import tuneops_home
+from tuneops.components.tasks.registry import get_task
 
 RETRAIN_DEPLOYMENT = "tuneops-retrain/retrain"
 
@@ -135,7 +139,7 @@ def monitor_pipeline(config_path: str | None = None, overrides: list[str] | None
 
 @task(name="merge-feedback", cache_policy=NO_CACHE)
 def merge_feedback_task(config: PipelineConfig, feedback_path: str, output_dir: Path) -> monitoring.FeedbackMerge:
-    return monitoring.merge_feedback(config.data, feedback_path, output_dir)
+    return monitoring.merge_feedback(config.data, feedback_path, output_dir, get_task(config.task))
 
 
 @flow(name="tuneops-retrain", log_prints=True)
@@ -149,21 +153,19 @@ def retrain_pipeline(config_path: str | None = None, overrides: list[str] | None
     from tuneops.flows.training_flow import train_pipeline
 
     logger = get_run_logger()
-    overrides = list(overrides or [])
     config = load_config(config_path, overrides)
     feedback_path = feedback_path or config.monitoring.feedback_path
-    extra: list[str] = []
     merged = None
     if feedback_path and Path(feedback_path).exists():
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         merged = merge_feedback_task(config, feedback_path, tuneops_home() / "monitoring" / "retrain-data" / stamp)
-        extra = merged.overrides
+        config = config.model_copy(update={"data": merged.data_config(config.data)})
         logger.info("retrain: %d feedback rows added to %d training rows (%d skipped as duplicates)",
                     merged.feedback_rows, merged.base_rows, merged.skipped_rows)
     elif feedback_path:
         logger.info("retrain: no feedback file at %s yet; training on the configured data", feedback_path)
     logger.info("retrain (%s)", reason)
-    summary = train_pipeline(config_path=config_path, overrides=[*overrides, *extra])
+    summary = train_pipeline(config=config)
     summary = dict(summary)
     summary["retrain"] = {
         "reason": reason,

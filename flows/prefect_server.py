@@ -20,7 +20,7 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tuneops.components.process_guard import OrphanGuard
-    from tuneops.components.stack.supervisor import prefect_api_url
+    from tuneops.components.stack.records import prefect_api_url
 
     api_url = prefect_api_url()
     if api_url:

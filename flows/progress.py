@@ -95,3 +95,23 @@ def use(reporter: Reporter) -> None:
 def for_terminal() -> Reporter:
     """Rich at an interactive terminal, plain otherwise (CI, pipes, files)."""
     return RichReporter() if sys.stderr.isatty() else PlainReporter()
+
+
+class ReportingStage:
+    """A run record's stage context plus the progress display, as one ``with`` block."""
+
+    def __init__(self, record, reporter: Reporter, name: str) -> None:
+        self._context = record.stage(name)
+        self._reporter = reporter
+        self._record = record
+        self._name = name
+
+    def __enter__(self) -> dict:
+        return self._context.__enter__()
+
+    def __exit__(self, *exc_info) -> bool:
+        try:
+            return bool(self._context.__exit__(*exc_info))
+        finally:
+            entry = self._record.stages[self._name]
+            self._reporter.stage_finished(self._name, entry["status"], entry.get("seconds", 0.0))

@@ -1,31 +1,43 @@
 """``tuneops validate``: load the configured data, run the validation stage alone and print its
-summary. No Prefect flow: validation is a plain component and needs no orchestration here."""
+summary. No Prefect flow: validation is a plain component and needs no orchestration here.
+
+It validates exactly as ``tuneops run`` does, the champion's label set included, so data that
+passes here is not blocked by the run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tuneops.components import registry
 from tuneops.components.config import PipelineConfig
 from tuneops.components.data.loading import load_data
 from tuneops.components.paths import demo_dir
+from tuneops.components.predictor import Predictor
+from tuneops.components.tasks.registry import get_task
 from tuneops.components.validation.validate import ValidationReport, validate_data
 
 
-def run_validate(
-    config: PipelineConfig, output_dir: Path, previous_labels: list[str] | None = None
-) -> int:
+def run_validate(config: PipelineConfig, output_dir: Path) -> int:
     """Validate the data of ``config`` into ``output_dir`` and print the summary.
 
     Returns the exit code: 0 when no blocking expectation failed (or ``validation.on_failure``
     is ``warn``), 1 when validation blocks. Unreadable data raises DataError / ConfigError,
     which the CLI turns into one line and exit 1 / 2.
     """
-    splits = load_data(config.data, demo_dir())
-    report = validate_data(splits, config.validation, output_dir, previous_labels=previous_labels)
+    task = get_task(config.task)
+    splits = load_data(config.data, demo_dir(), task)
+    report = validate_data(splits, config.validation, output_dir, champion_labels(), task)
     print_report(report)
     if not report.passed and config.validation.on_failure == "block":
         return 1
     return 0
+
+
+def champion_labels() -> list[str] | None:
+    """The champion model's label set (what a run must keep unless the config declares one),
+    or None when no model was ever promoted."""
+    champion_dir = registry.champion_model_dir()
+    return Predictor.read_manifest(champion_dir)["labels"] if champion_dir else None
 
 
 def print_report(report: ValidationReport) -> None:

@@ -17,8 +17,8 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from tuneops.components.config import ServingConfig
+from tuneops.components.tasks.base import REQUEST_ID
 from tuneops.serving.metrics import service_metrics
-from tuneops.serving.schemas import REQUEST_ID
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

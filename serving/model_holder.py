@@ -23,6 +23,8 @@ from typing import Callable
 from tuneops.components import registry
 from tuneops.components.errors import StageError, TuneopsError
 from tuneops.components.predictor import Predictor
+from tuneops.components.tasks.base import Task
+from tuneops.components.tasks.registry import get_task
 
 logger = logging.getLogger("tuneops.serving")
 
@@ -35,12 +37,37 @@ class LoadedModel:
     predictor: Predictor
 
 
+def served_task(pinned_tag: str | None) -> Task:
+    """The task of the model this process is going to serve, from its manifest: the request
+    schema depends on it and is fixed when the service module is imported, before any model loads.
+
+    When there is no model to read yet, the default task; loading the model then fails with the
+    one-line reason (no champion, unknown tag).
+    """
+    try:
+        tag = pinned_tag or registry.champion_tag()
+        if tag:
+            return get_task(_task_name(Predictor.read_manifest(registry.get_model(tag).model_dir)))
+    except (TuneopsError, OSError, ValueError):
+        pass
+    return get_task(registry.DEFAULT_TASK)
+
+
+def _task_name(manifest: dict) -> str:
+    return str(manifest.get("task", registry.DEFAULT_TASK))
+
+
 def load_model(tag: str) -> LoadedModel:
     """Verify the packaged model ``tag`` and load it for inference, checked by one prediction."""
     release = registry.verify_model(tag)
     predictor = Predictor.from_dir(release.model_dir)
-    # One forward pass proves the weights load and run, and warms up the first real request.
-    probabilities = predictor.predict_proba(["tuneops warm-up"])
+    # One forward pass, on an input of the model's own reference sample (whatever its task's
+    # inputs are), proves the weights load and run, and warms up the first real request.
+    reference = release.reference()
+    column = predictor.task.input_column
+    if column not in reference.columns or reference.empty:
+        raise StageError(f"model {release.tag}: its reference sample has no {column!r} rows to warm up with")
+    probabilities = predictor.predict_proba(reference[column].iloc[:1].tolist())
     if probabilities.shape != (1, len(predictor.labels)):
         raise StageError(f"model {release.tag} returned probabilities of shape {probabilities.shape}")
     return LoadedModel(release.tag, predictor)
@@ -51,8 +78,12 @@ class ModelHolder:
 
     def __init__(self, pinned_tag: str | None = None, check_interval_s: float = 1.0,
                  on_swap: Callable[[str, str], None] | None = None,
-                 on_swap_failure: Callable[[str, str], None] | None = None) -> None:
+                 on_swap_failure: Callable[[str, str], None] | None = None,
+                 task_name: str | None = None) -> None:
         self.pinned_tag = pinned_tag
+        # The task whose requests the service accepts (its schema is fixed at start-up); a model
+        # of another task cannot answer them. None: whichever task the first model has.
+        self.task_name = task_name
         self.check_interval_s = check_interval_s
         self._on_swap = on_swap
         self._on_swap_failure = on_swap_failure
@@ -76,14 +107,14 @@ class ModelHolder:
     def load_initial(self) -> LoadedModel:
         """Load the pinned model or the champion; StageError/ConfigError in one line if neither works."""
         if self.pinned_tag:
-            self._current = load_model(self.pinned_tag)
+            self._current = self._checked(load_model(self.pinned_tag))
             return self._current
         self._pointer_signature = _signature(registry.pointer_path())
         tag = registry.champion_tag()
         if tag is None:
             raise StageError("no champion model to serve: promote one with `tuneops promote TAG` "
                              "or serve one with `tuneops serve --model TAG`")
-        self._current = load_model(tag)
+        self._current = self._checked(load_model(tag))
         logger.info("serving champion %s", self._current.tag)
         return self._current
 
@@ -116,7 +147,7 @@ class ModelHolder:
             return False
         previous = self.current.tag
         try:
-            loaded = load_model(tag)
+            loaded = self._checked(load_model(tag))
         except Exception as error:  # any failure to load must leave the service serving
             self._rejected_tag = tag
             logger.error("new champion %s not loaded, still serving %s: %s", tag, previous, error)
@@ -129,6 +160,16 @@ class ModelHolder:
         if self._on_swap:
             self._on_swap(previous, loaded.tag)
         return True
+
+    def _checked(self, loaded: LoadedModel) -> LoadedModel:
+        """``loaded``, if it is a model of the task this service answers; StageError otherwise."""
+        name = loaded.predictor.task.name
+        if self.task_name is None:
+            self.task_name = name
+        elif name != self.task_name:
+            raise StageError(f"model {loaded.tag} is a {name} model; this service answers {self.task_name} "
+                             "requests (restart it to serve the new model)")
+        return loaded
 
     def _watch(self) -> None:
         while not self._stop.wait(self.check_interval_s):

@@ -1,76 +1,16 @@
-"""Request and response shapes of ``POST /classify``.
-
-The request is checked before it reaches the batcher, so one bad request is a 400 for that
-request only and never fails a batch it would have shared with others. The limits come from the
-``serving`` config, hence a factory rather than a fixed class.
-"""
+"""The response of ``POST /classify``: one prediction per input, the same for every classification
+task. The request body is the task's (``Task.request_model``), since what an input is differs."""
 
 from __future__ import annotations
 
-import contextvars
-import uuid
-from typing import Annotated
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-from tuneops.components.config import ServingConfig
-
-# Set per request by tuneops.serving.guard.RequestGuard (same task as request parsing), read here.
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tuneops_request_id", default=None)
-
-EXAMPLE_TEXTS = ["Great battery life, works as described.", "Stopped working after two days."]
+from pydantic import BaseModel, Field
 
 
-class RequestText(str):
-    """A text that remembers which request it came in with.
-
-    The adaptive batcher concatenates the texts of many requests into one list; carrying the
-    request id on each text lets the batch log every prediction under its own request.
-    """
-
-    __slots__ = ("request_id",)
-
-    def __new__(cls, text: str, request_id: str) -> "RequestText":
-        instance = super().__new__(cls, text)
-        instance.request_id = request_id
-        return instance
-
-
-class TextPrediction(BaseModel):
-    """The prediction for one text."""
+class ClassPrediction(BaseModel):
+    """The prediction for one input."""
 
     label: str = Field(description="the most probable class")
     score: float = Field(description="its probability")
     probabilities: dict[str, float] = Field(description="every class with its probability")
     model_tag: str = Field(description="the model that made this prediction")
     request_id: str = Field(description="the request's id (also in the X-Request-ID header)")
-
-
-def request_model(config: ServingConfig) -> type[BaseModel]:
-    """The ``{"texts": [...]}`` request model with ``config``'s limits and clear messages."""
-    max_items, max_chars = config.max_items, config.max_text_chars
-
-    def check_texts(texts: list[str]) -> list[RequestText]:
-        if not texts:
-            raise ValueError("texts is empty; send at least one text")
-        if len(texts) > max_items:
-            raise ValueError(f"texts holds {len(texts)} items; at most {max_items} per request")
-        for index, text in enumerate(texts):
-            if not text.strip():
-                raise ValueError(f"texts[{index}] is empty")
-            if len(text) > max_chars:
-                raise ValueError(f"texts[{index}] has {len(text)} characters; at most {max_chars}")
-        request_id = REQUEST_ID.get() or uuid.uuid4().hex
-        return [RequestText(text, request_id) for text in texts]
-
-    class ClassifyRequest(BaseModel):
-        """Texts to classify, at most ``max_items``, each 1..``max_text_chars`` characters."""
-
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"texts": EXAMPLE_TEXTS}})
-
-        texts: Annotated[list[str], AfterValidator(check_texts)] = Field(
-            description=f"1 to {max_items} texts of 1 to {max_chars} characters",
-            examples=[EXAMPLE_TEXTS],
-        )
-
-    return ClassifyRequest

@@ -4,40 +4,48 @@ Run it with ``tuneops serve`` (which sets the environment described in serving/s
 runs ``bentoml serve tuneops.serving.service:TuneopsClassifier``), or from a bento / the serving image.
 
 Endpoints:
-- ``POST /classify`` ``{"texts": ["...", ...]}`` -> ``[{"label", "score", "probabilities",
-  "model_tag", "request_id"}, ...]``, one entry per text, in order. Texts of concurrent requests
-  are grouped by BentoML's adaptive batcher into one forward pass of up to ``max_batch_size``.
+- ``POST /classify`` with the task's request body (text classification: ``{"texts": ["...", ...]}``)
+  -> ``[{"label", "score", "probabilities", "model_tag", "request_id"}, ...]``, one entry per
+  input, in order. Inputs of concurrent requests are grouped by BentoML's adaptive batcher into
+  one forward pass of up to ``max_batch_size``.
 - ``GET /healthz`` (alive), ``GET /readyz`` (a model is loaded), ``GET /metrics`` (Prometheus:
   BentoML's request and batch-size metrics plus ``tuneops_predictions_total{label,model_tag}``).
 
 The ``serving`` config is read when this module is imported, because BentoML takes the batching
-settings as decorator arguments; everything else (the model, the token, the log) is set up when
-the service is instantiated in the serving process.
+settings and the request schema as decorator arguments; the schema is the task's
+(``Task.request_model``), and the task is the one the served model's manifest names. Everything
+else (the model, the token, the log) is set up when the service is instantiated in the serving
+process. The service never names a modality: the task encodes inputs and says what is logged.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+from typing import Any
 
 import bentoml
 
+from tuneops.components.monitoring.prediction_log import INPUT, PredictionLog
 from tuneops.components.paths import prediction_log_dir
-from tuneops.components.monitoring.prediction_log import PredictionLog, hash_text
 from tuneops.serving.guard import RequestGuard
 from tuneops.serving.metrics import service_metrics
-from tuneops.serving.model_holder import ModelHolder
-from tuneops.serving.schemas import RequestText, TextPrediction, request_model
+from tuneops.serving.model_holder import ModelHolder, served_task
+from tuneops.serving.schemas import ClassPrediction
 from tuneops.serving.settings import pinned_model, serving_config_from_env
 
 logger = logging.getLogger("tuneops.serving")
 
-# Passes of 16 texts pad little and keep a CPU as busy per text as larger ones
+# Passes of 16 inputs pad little and keep a CPU as busy per input as larger ones
 # (benchmarks/bench_serving.py; ServingConfig.forward_batch_size).
 CPU_FORWARD_BATCH = 16
 
 CONFIG = serving_config_from_env()
-ClassifyRequest = request_model(CONFIG)
+PINNED_TAG = pinned_model()
+TASK = served_task(PINNED_TAG)
+# One field, ``inputs`` (published under the task's own name, e.g. "texts"): BentoML passes it to
+# ``classify`` by that name.
+ClassifyRequest = TASK.request_model(CONFIG)
 
 
 @bentoml.service(
@@ -46,7 +54,7 @@ ClassifyRequest = request_model(CONFIG)
     traffic={"timeout": CONFIG.request_timeout_s},
 )
 class TuneopsClassifier:
-    """Text classification with the champion model (or a pinned one)."""
+    """Classification with the champion model (or a pinned one)."""
 
     def __init__(self) -> None:
         _share_bentoml_logging()
@@ -58,7 +66,8 @@ class TuneopsClassifier:
         self.metrics = service_metrics()
         self.log = PredictionLog(prediction_log_dir())
         self.holder = ModelHolder(
-            pinned_tag=pinned_model(),
+            pinned_tag=PINNED_TAG,
+            task_name=TASK.name,
             check_interval_s=CONFIG.reload_check_s,
             on_swap=lambda previous, new: self.metrics.swaps.inc(),
             on_swap_failure=lambda tag, reason: self.metrics.swap_failures.inc(),
@@ -72,29 +81,30 @@ class TuneopsClassifier:
         max_latency_ms=CONFIG.max_latency_ms,
         input_spec=ClassifyRequest,
     )
-    def classify(self, texts: list[str]) -> list[TextPrediction]:
-        """Label, score and every class probability for each text, with the model's tag."""
+    def classify(self, inputs: list[Any]) -> list[ClassPrediction]:
+        """Label, score and every class probability for each input, with the model's tag."""
         model = self.holder.current  # read once: a champion switch applies from the next batch
         predictor = model.predictor
-        probabilities = predictor.predict_proba([str(text) for text in texts], batch_size=self._pass_size(predictor))
+        probabilities = predictor.predict_proba(list(inputs), batch_size=self._pass_size(predictor))
         best = probabilities.argmax(axis=1)
         results, records = [], []
-        for text, row, index in zip(texts, probabilities, best):
+        for value, row, index in zip(inputs, probabilities, best):
             label = predictor.labels[index]
             result = {
                 "label": label,
                 "score": float(row[index]),
                 "probabilities": {name: float(p) for name, p in zip(predictor.labels, row)},
                 "model_tag": model.tag,
-                "request_id": text.request_id if isinstance(text, RequestText) else "",
+                # The request model stamped each input with its request's id (batches mix requests).
+                "request_id": getattr(value, "request_id", ""),
             }
             results.append(result)
-            records.append({**result, "text": hash_text(text) if self.config.log_text == "hash" else str(text)})
+            records.append({**result, INPUT: predictor.task.log_value(value, self.config.log_text)})
         self._record(records, model.tag)
         return results
 
     def _pass_size(self, predictor) -> int:
-        """Texts per forward pass (Predictor sorts the batch by length before splitting it)."""
+        """Inputs per forward pass (the predictor orders the batch by cost before splitting it)."""
         if self.config.forward_batch_size:
             return self.config.forward_batch_size
         return self.config.max_batch_size if predictor.device == "cuda" else CPU_FORWARD_BATCH

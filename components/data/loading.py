@@ -13,25 +13,27 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from tuneops.components.config import DataConfig
+from tuneops.components.data.columns import LABEL, SPLITS
 from tuneops.components.data.demo import write_demo_dataset
 from tuneops.components.errors import ConfigError, DataError
 from tuneops.components.sampling import stratified_sample, stratified_split
 
-from tuneops.components.data.columns import LABEL, SPLITS  # noqa: F401  (re-exported until stages use the task)
-from tuneops.components.tasks.text_classification import TEXT  # noqa: F401
+if TYPE_CHECKING:
+    from tuneops.components.tasks.base import Task
 
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
 class DatasetSplits:
-    """Train / validation / test frames with canonical ``text`` and ``label`` columns plus the group
-    columns. Values are as read (labels may still be NaN or floats) until validation has passed."""
+    """Train / validation / test frames with the canonical input column (the task's
+    ``input_column``) and ``label`` column plus the group columns. Values are as read (labels may
+    still be NaN or floats) until validation has passed."""
 
     train: pd.DataFrame
     validation: pd.DataFrame
@@ -39,6 +41,8 @@ class DatasetSplits:
     group_columns: list[str]
     source: str
     fingerprint: str
+    #: the column holding the model's input: the task's ``input_column``
+    input_column: str
     declared_labels: list[str] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -59,9 +63,10 @@ class DatasetSplits:
         return {name: len(frame) for name, frame in self.items()}
 
 
-def load_data(config: DataConfig, demo_directory: Path) -> DatasetSplits:
+def load_data(config: DataConfig, demo_directory: Path, task: "Task") -> DatasetSplits:
     """Read the configured data (or write and read the demo) and split it.
 
+    The user's input column (``task.source_column(config)``) becomes ``task.input_column``.
     Raises ConfigError when a named column is missing, DataError when a file cannot be read.
     """
     if config.path is None:
@@ -69,10 +74,10 @@ def load_data(config: DataConfig, demo_directory: Path) -> DatasetSplits:
     else:
         path = Path(config.path).expanduser()
     frame = read_table(path, config.format)
-    frame = _canonical_columns(frame, config, path)
+    frame = _canonical_columns(frame, config, path, task)
     if config.test_path:
         test_path = Path(config.test_path).expanduser()
-        test = _canonical_columns(read_table(test_path, config.format), config, test_path)
+        test = _canonical_columns(read_table(test_path, config.format), config, test_path, task)
         if config.max_rows:
             frame = stratified_sample(frame, config.max_rows, config.split_seed)
         train, validation = stratified_split(frame, config.validation_fraction, config.split_seed)
@@ -90,6 +95,7 @@ def load_data(config: DataConfig, demo_directory: Path) -> DatasetSplits:
         group_columns=config.groups,
         source=source,
         fingerprint=fingerprint_frames(frames),
+        input_column=task.input_column,
         declared_labels=config.labels,
     )
 
@@ -265,19 +271,22 @@ def _read_hf_dataset(path: Path) -> pd.DataFrame:
     return loaded.to_pandas()
 
 
-def _canonical_columns(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame:
+def _canonical_columns(frame: pd.DataFrame, config: DataConfig, path: Path, task: "Task") -> pd.DataFrame:
     columns = list(frame.columns)
-    wanted = {"data.text_column": config.text_column, "data.label_column": config.label_column}
+    source = task.source_column(config)
+    # A task's input column is configured as ``data.<input noun>_column`` (data.text_column).
+    source_key = f"data.{task.input_noun}_column"
+    wanted = {source_key: source, "data.label_column": config.label_column}
     wanted.update({f"data.group_columns[{i}]": name for i, name in enumerate(config.groups)})
     for key, name in wanted.items():
         if name not in columns:
             shown = ", ".join(columns[:20]) + (" ..." if len(columns) > 20 else "")
             hint = " (is the delimiter right?)" if len(columns) == 1 else ""
             raise ConfigError(f"config: {key} '{name}' not found in {path.name}; columns are: {shown}{hint}")
-    if config.text_column == config.label_column:
-        raise ConfigError("config: data.text_column and data.label_column name the same column")
-    kept = frame[[config.text_column, config.label_column, *config.groups]].copy()
-    kept.columns = [TEXT, LABEL, *config.groups]
+    if source == config.label_column:
+        raise ConfigError(f"config: {source_key} and data.label_column name the same column")
+    kept = frame[[source, config.label_column, *config.groups]].copy()
+    kept.columns = [task.input_column, LABEL, *config.groups]
     return kept
 
 
@@ -288,18 +297,19 @@ def describe_splits(splits: DatasetSplits) -> str:
 
 
 def as_validated(splits: DatasetSplits) -> DatasetSplits:
-    """The splits with ``text`` and ``label`` as strings: call once validation has passed.
+    """The splits with the input and ``label`` columns as strings: call once validation has passed.
 
-    Rows without a text or a label are dropped: with ``validation.on_failure: warn`` they may have
-    got this far, and a missing label must never become a class called "nan".
+    Rows without an input or a label are dropped: with ``validation.on_failure: warn`` they may
+    have got this far, and a missing label must never become a class called "nan".
     """
+    column = splits.input_column
     frames = {}
     for name, frame in splits.items():
-        frame = frame.dropna(subset=[TEXT, LABEL]).copy()
-        frame[TEXT] = frame[TEXT].astype(str)
+        frame = frame.dropna(subset=[column, LABEL]).copy()
+        frame[column] = frame[column].astype(str)
         frame[LABEL] = frame[LABEL].astype(str)
         frames[name] = frame
     return DatasetSplits(
-        **frames, group_columns=splits.group_columns, source=splits.source,
-        fingerprint=splits.fingerprint, declared_labels=splits.declared_labels, extra=dict(splits.extra),
+        **frames, group_columns=splits.group_columns, source=splits.source, fingerprint=splits.fingerprint,
+        input_column=column, declared_labels=splits.declared_labels, extra=dict(splits.extra),
     )

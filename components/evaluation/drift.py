@@ -2,23 +2,21 @@
 or production traffic in the monitor flow), as an Evidently report.
 
 What is compared, each as one *signal*:
-  - text descriptors: ``text_length`` (characters), ``oov_share`` (share of words never seen in the
-    reference texts) and ``non_letter_share`` (share of non-space characters that are not letters);
+  - the task's input descriptors (``Task.descriptors``: numbers per input, such as its length or
+    the share of it never seen in the reference);
   - ``label`` (the true label) and ``prediction`` (the predicted label), when both frames have them;
   - ``embedding``: the model's own encoder output (mean-pooled), when a predictor or precomputed
     embeddings are given; tested with Evidently's distance method (mean embeddings, bootstrap).
 
 ``drift_share`` is the share of signals that drifted; the monitor flow compares it with
-``monitoring.drift_threshold``. The frames use ``label`` for the ground truth and ``prediction`` for
-the model's answer (a prediction log's predicted label must be renamed to ``prediction``).
+``monitoring.drift_threshold``. The frames hold the task's input column, ``label`` for the ground
+truth and ``prediction`` for the model's answer (a prediction log's predicted label must be
+renamed to ``prediction``).
 """
 
 from __future__ import annotations
 
-import json
-import re
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,18 +24,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tuneops.components.data.loading import LABEL, TEXT
+from tuneops.components.data.columns import LABEL
 from tuneops.components.errors import DataError, StageError
+from tuneops.components.files import atomic_write_json, atomic_write_text
+from tuneops.components.tasks.base import Task
 
 PREDICTION = "prediction"
 EMBEDDING = "embedding"
-DESCRIPTORS = ("text_length", "oov_share", "non_letter_share")
 # Fewer rows than this make every test meaningless; the monitor flow waits for more traffic.
 MIN_ROWS = 10
 # Embedding drift is measured on this many principal components: they keep ~94% of the variance
 # of a fine-tuned MiniLM's 384-dimensional output on the demo reviews.
 EMBEDDING_COMPONENTS = 32
-_WORD = re.compile(r"[^\W\d_]+")
 
 
 @dataclass
@@ -76,6 +74,7 @@ def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     output_dir: Path,
+    task: Task,
     predictor=None,
     title: str = "Data drift: reference vs current",
     *,
@@ -86,19 +85,20 @@ def compute_drift(
 ) -> DriftResult:
     """Compare ``current`` with ``reference`` and write ``drift.html`` / ``drift.json`` into ``output_dir``.
 
-    Both frames need a ``text`` column; ``label`` and ``prediction`` are compared when both frames
-    have them. With a ``predictor``, missing predictions and the embeddings are computed with it;
+    Both frames need the task's input column; ``label`` and ``prediction`` are compared when both
+    frames have them. With a ``predictor``, missing predictions and the embeddings are computed with it;
     callers that already hold embeddings (evaluation) pass them, row-aligned with the frames.
-    Raises DataError when a frame lacks text or has fewer than 10 rows.
+    Raises DataError when a frame lacks the inputs or has fewer than 10 rows.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics.embeddings import DistanceDriftMethod
     from evidently.presets import DataDriftPreset
 
     reference, current = reference.reset_index(drop=True), current.reset_index(drop=True)
+    inputs = task.input_column
     for name, frame in (("reference", reference), ("current", current)):
-        if TEXT not in frame.columns:
-            raise DataError(f"drift: the {name} data has no '{TEXT}' column")
+        if inputs not in frame.columns:
+            raise DataError(f"drift: the {name} data has no '{inputs}' column")
         if len(frame) < MIN_ROWS:
             raise DataError(f"drift: the {name} data has {len(frame)} rows; at least {MIN_ROWS} are needed")
     for name, frame, embeddings in (("reference", reference, reference_embeddings),
@@ -111,12 +111,12 @@ def compute_drift(
         if reference_embeddings is not None:
             reference_embeddings = reference_embeddings[keep]
     if predictor is not None:
-        reference, reference_embeddings = _score(predictor, reference, reference_embeddings)
-        current, current_embeddings = _score(predictor, current, current_embeddings)
+        reference, reference_embeddings = _score(predictor, reference, reference_embeddings, inputs)
+        current, current_embeddings = _score(predictor, current, current_embeddings, inputs)
 
-    reference_table = text_descriptors(reference[TEXT], reference_vocabulary=None)
-    current_table = text_descriptors(current[TEXT], reference_vocabulary=reference[TEXT])
-    numerical = list(DESCRIPTORS)
+    reference_table = task.descriptors(reference[inputs], None)
+    current_table = task.descriptors(current[inputs], reference[inputs])
+    numerical = list(reference_table.columns)
     categorical = [column for column in (LABEL, PREDICTION) if _comparable(reference, current, column)]
     for column in categorical:
         reference_table[column] = _as_category(reference[column])
@@ -129,7 +129,7 @@ def compute_drift(
             Dataset.from_pandas(current_table, data_definition=definition),
             Dataset.from_pandas(reference_table, data_definition=definition),
         )
-    details = _column_verdicts(snapshot.dict())
+    details = _column_verdicts(snapshot.dict(), descriptors=set(numerical))
     embedding_widgets: list[Any] = []
     if reference_embeddings is not None and current_embeddings is not None:
         reduced_reference, reduced_current = _principal_components(reference_embeddings, current_embeddings)
@@ -160,44 +160,17 @@ def compute_drift(
         json_path=json_path,
         snapshot=snapshot,
     )
-    json_path.write_text(json.dumps(result.to_json(), indent=2))
+    atomic_write_json(json_path, result.to_json())
     return result
 
 
-def text_descriptors(texts: pd.Series, reference_vocabulary: pd.Series | None) -> pd.DataFrame:
-    """Per-text length, out-of-vocabulary share and non-letter share.
-
-    The vocabulary is the set of words in ``reference_vocabulary``'s texts. With None, ``texts`` are
-    the reference themselves and each text is scored leave-one-out (a word is out of vocabulary
-    when no *other* reference text has it), so reference and current are scored alike.
-    """
-    strings = texts.astype(str).tolist()
-    words = [_WORD.findall(text.lower()) for text in strings]
-    if reference_vocabulary is None:
-        document_frequency = Counter(word for text_words in words for word in set(text_words))
-        oov = [_share(sum(document_frequency[w] <= 1 for w in text_words), len(text_words)) for text_words in words]
-    else:
-        vocabulary = {w for text in reference_vocabulary.astype(str) for w in _WORD.findall(text.lower())}
-        oov = [_share(sum(w not in vocabulary for w in text_words), len(text_words)) for text_words in words]
-    non_space = [re.sub(r"\s", "", text) for text in strings]
-    non_letter = [_share(sum(not ch.isalpha() for ch in chars), len(chars)) for chars in non_space]
-    return pd.DataFrame({
-        "text_length": np.array([len(text) for text in strings], dtype=float),
-        "oov_share": np.array(oov, dtype=float),
-        "non_letter_share": np.array(non_letter, dtype=float),
-    })
-
-
-def _share(part: int, whole: int) -> float:
-    return part / whole if whole else 0.0
-
-
-def _score(predictor, frame: pd.DataFrame, embeddings: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray]:
+def _score(predictor, frame: pd.DataFrame, embeddings: np.ndarray | None,
+           inputs: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Fill in predictions and embeddings that the caller did not bring."""
     needs_prediction = PREDICTION not in frame.columns or frame[PREDICTION].isna().all()
     if not needs_prediction and embeddings is not None:
         return frame, embeddings
-    probabilities, computed = predictor.predict_and_embed(frame[TEXT].astype(str).tolist())
+    probabilities, computed = predictor.predict_and_embed(frame[inputs].tolist())
     frame = frame.copy()
     if needs_prediction:
         frame[PREDICTION] = [predictor.labels[i] for i in probabilities.argmax(axis=1)]
@@ -259,10 +232,10 @@ def _write_page(snapshot, extra_widgets: list[Any], title: str, path: Path) -> N
     # Snapshot keeps its rendered widgets privately (evidently 0.7.23, pinned); reusing them puts the
     # embedding verdict on the same page as the column drift.
     widgets = [header_text(label=title), *extra_widgets, *snapshot._widgets, *snapshot._tests_widgets]
-    path.write_text(render_widgets(widgets), encoding="utf-8")
+    atomic_write_text(path, render_widgets(widgets))
 
 
-def _column_verdicts(snapshot_dict: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _column_verdicts(snapshot_dict: dict[str, Any], descriptors: set[str]) -> dict[str, dict[str, Any]]:
     """Per column: Evidently's method, score, threshold and its own drift verdict (from its tests)."""
     scores = {}
     for metric in snapshot_dict.get("metrics", []):
@@ -276,7 +249,7 @@ def _column_verdicts(snapshot_dict: dict[str, Any]) -> dict[str, dict[str, Any]]
         if column in scores and test.get("id") == "drift":
             method, score, threshold = scores[column]
             status = getattr(test.get("status"), "value", test.get("status"))
-            kind = "descriptor" if column in DESCRIPTORS else "categorical"
+            kind = "descriptor" if column in descriptors else "categorical"
             verdicts[column] = {"kind": kind, "method": method, "score": score,
                                 "threshold": threshold, "drifted": status == "FAIL"}
     missing = set(scores) - set(verdicts)

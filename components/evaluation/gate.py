@@ -17,14 +17,16 @@ trusted from old numbers. A rejection is a normal outcome, not an error.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tuneops.components.config import GateConfig
 from tuneops.components.errors import StageError
-from tuneops.components.evaluation.evaluate import EvaluationReport
+from tuneops.components.evaluation.page import html_table
+from tuneops.components.evaluation.report import EvaluationReport
+from tuneops.components.files import atomic_write_json
+from tuneops.components.pages import write_page
 
 
 @dataclass
@@ -79,17 +81,11 @@ class PromotionDecision:
         output_dir.mkdir(parents=True, exist_ok=True)
         self.json_path = output_dir / "gate.json"
         self.html_path = output_dir / "gate.html"
-        self.json_path.write_text(json.dumps(self.to_json(), indent=2))
-        e = html.escape
-        rows = "".join(f"<tr><td>{'PASS' if c.passed else 'FAIL'}</td><td>{e(c.name)}</td><td>{e(c.message)}</td></tr>"
-                       for c in self.checks)
-        self.html_path.write_text(
-            f"<!doctype html><html><head><meta charset='utf-8'><title>Gate</title></head><body>"
-            f"<h1>Gate: {'promote' if self.promote else 'reject'}</h1>"
-            f"<table border='1' cellpadding='4'><tr><th>result</th><th>check</th><th>reason</th></tr>{rows}</table>"
-            f"</body></html>",
-            encoding="utf-8",
-        )
+        atomic_write_json(self.json_path, self.to_json())
+        rows = [["PASS" if c.passed else "FAIL", c.name, c.message] for c in self.checks]
+        table = html_table(["result", "check", "reason"], rows, ["ok" if c.passed else "bad" for c in self.checks])
+        verdict = "promote" if self.promote else "reject"
+        write_page(self.html_path, f"Gate: {verdict}", f"<p>Metric: {html.escape(self.metric)}</p>{table}")
         return self.html_path
 
 

@@ -34,23 +34,31 @@ import pandas as pd
 
 from tuneops.components.errors import DataError
 
-COLUMNS = ["timestamp", "request_id", "model_tag", "text", "label", "score", "probabilities"]
-_REQUIRED = ("request_id", "model_tag", "text", "label", "score", "probabilities")
+# The logged input (``Task.log_value`` of what was classified). Its column is called "text" on
+# disk: the log format predates other tasks, and logs already written must stay readable.
+INPUT = "text"
+COLUMNS = ["timestamp", "request_id", "model_tag", INPUT, "label", "score", "probabilities"]
+_REQUIRED = ("request_id", "model_tag", INPUT, "label", "score", "probabilities")
 _SEGMENT = re.compile(r"^predictions-(?P<day>\d{8})-.+\.jsonl$")
 HASH_PREFIX = "sha256:"
 
 
-def hash_text(text: str) -> str:
-    """What is logged instead of the text when ``serving.log_text`` is ``hash``."""
-    return HASH_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()
+def hash_input(value: str) -> str:
+    """What is logged instead of the input when ``serving.log_text`` is ``hash``."""
+    return HASH_PREFIX + hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def is_hashed(values: pd.Series) -> pd.Series:
+    """Which logged inputs are hashes (``hash_input``) rather than the inputs themselves."""
+    return values.astype(str).str.startswith(HASH_PREFIX)
 
 
 class PredictionLog:
     """Append-only store of prediction records under ``directory``; safe to share between processes.
 
-    Records are mappings with ``request_id``, ``model_tag``, ``text``, ``label``, ``score`` and
-    ``probabilities`` (label -> probability), plus an optional ``timestamp`` (datetime or ISO
-    string; now, UTC, when absent).
+    Records are mappings with ``request_id``, ``model_tag``, the logged input under ``INPUT``
+    (``Task.log_value``), ``label``, ``score`` and ``probabilities`` (label -> probability), plus an
+    optional ``timestamp`` (datetime or ISO string; now, UTC, when absent).
     """
 
     def __init__(self, directory: str | Path, fsync_interval_s: float = 1.0) -> None:
@@ -160,7 +168,7 @@ def _encode(record: Mapping[str, Any], now: datetime) -> str:
         "timestamp": str(timestamp),
         "request_id": str(record["request_id"]),
         "model_tag": str(record["model_tag"]),
-        "text": str(record["text"]),
+        INPUT: str(record[INPUT]),
         "label": str(record["label"]),
         "score": float(record["score"]),
         "probabilities": {str(k): float(v) for k, v in dict(record["probabilities"]).items()},

@@ -12,6 +12,7 @@ decoded pictures), always as a plain ``list``.
 
 from __future__ import annotations
 
+import contextvars
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from tuneops.components.config import BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig
+    from tuneops.components.config import ValidationConfig
+    from tuneops.components.validation.checks import InputChecks
+
+# The id of the HTTP request whose body is being parsed: serving's request guard sets it, and a
+# task's request model stamps it on every input, so that a batch mixing the inputs of many
+# requests logs each prediction under its own request.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tuneops_request_id", default=None)
 
 
 @dataclass
@@ -45,6 +53,10 @@ class Baseline(Protocol):
     """The task's classical floor: a cheap model every fine-tuned one must beat."""
 
     labels: list[str]
+    #: what the floor is, for report rows ("tf-idf + logistic regression")
+    name: str
+    #: its model classes, for the architecture column ("TfidfVectorizer + LogisticRegression")
+    architecture: str
 
     def predict_proba(self, inputs: list[Any]) -> np.ndarray: ...
 
@@ -72,7 +84,25 @@ class Task(ABC):
     def input_problem(self, value: Any) -> str | None:
         """Why one raw input cannot be used (a one-line reason), or None when it can."""
 
+    @abstractmethod
+    def input_checks(self, config: "ValidationConfig") -> "InputChecks":
+        """What validation checks about the input column: how it is prepared for Great
+        Expectations and the checks of its values (types, nulls, lengths, encodings...)."""
+
     # --- model -------------------------------------------------------------------------------
+
+    #: files of the processor fetched with a hub checkpoint (tokenizer files, preprocessor_config.json)
+    processor_files: tuple[str, ...] = ()
+
+    @abstractmethod
+    def architecture_for(self, model_type: str) -> str | None:
+        """The transformers class this task loads for a checkpoint's ``model_type``; None when
+        transformers has no such model for the task (selection then excludes the candidate)."""
+
+    @abstractmethod
+    def inspect_processor(self, directory, config, names: list[str]) -> int | None:
+        """Check a candidate's processor files before any compute (raise
+        ``checkpoint_inspection.CandidateUnusable`` with the reason); return its longest input, if known."""
 
     @abstractmethod
     def load_processor(self, source: str):

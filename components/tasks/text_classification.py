@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tuneops.components.tasks.text import TEXT
+from tuneops.components.tasks.text.inspection import TOKENIZER_FILES, inspect_tokenizer
 from tuneops.components.tasks.base import Baseline, EncodedInputs, Task
 
 if TYPE_CHECKING:
     from tuneops.components.config import BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig
+    from tuneops.components.config import ValidationConfig
+    from tuneops.components.validation.checks import InputChecks
 
-TEXT = "text"
 
 
 class TextClassification(Task):
@@ -37,7 +40,22 @@ class TextClassification(Task):
             return f"not a string ({type(value).__name__})"
         return "blank" if not value.strip() else None
 
+    def input_checks(self, config: "ValidationConfig") -> "InputChecks":
+        from tuneops.components.tasks.text.checks import text_checks
+
+        return text_checks(config, self.input_column)
+
     # --- model -------------------------------------------------------------------------------
+
+    processor_files = TOKENIZER_FILES
+
+    def architecture_for(self, model_type: str) -> str | None:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+        return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(model_type)
+
+    def inspect_processor(self, directory, config, names: list[str]) -> int | None:
+        return inspect_tokenizer(directory, config, names)
 
     def load_processor(self, source: str):
         from transformers import AutoTokenizer
@@ -101,35 +119,35 @@ class TextClassification(Task):
         return train_baseline(train)
 
     def descriptors(self, inputs: pd.Series, reference: pd.Series | None) -> pd.DataFrame:
-        from tuneops.components.evaluation.drift import text_descriptors
+        from tuneops.components.tasks.text.descriptors import text_descriptors
 
         return text_descriptors(inputs, reference)
 
     def slice_values(self, inputs: pd.Series, config: "EvaluationConfig") -> dict[str, np.ndarray]:
-        from tuneops.components.evaluation.evaluate import LENGTH_COLUMN, length_bucket_names
+        from tuneops.components.tasks.text.slices import length_slices
 
-        lengths = inputs.astype(str).str.len().to_numpy()
-        return {LENGTH_COLUMN: length_bucket_names(lengths, config.length_buckets)}
+        # An ordered categorical: the report lists the length buckets from short to long.
+        return length_slices(inputs, config.length_buckets)
 
     def perturb(self, value: Any, perturbation: str, rng: random.Random) -> Any | None:
-        from tuneops.components.evaluation.behaviour import perturb
+        from tuneops.components.tasks.text.perturbations import perturb
 
         return perturb(str(value), perturbation, rng)
 
     def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str],
                           config: "EvaluationConfig", rng: random.Random) -> list["BehaviouralCase"]:
-        from tuneops.components.evaluation.behaviour import builtin_cases
+        from tuneops.components.tasks.text.perturbations import builtin_cases
 
         return builtin_cases(labels, [str(text) for text in inputs], predicted, config, rng)
 
     # --- serving -----------------------------------------------------------------------------
 
     def request_model(self, config: "ServingConfig") -> type:
-        from tuneops.serving.schemas import request_model
+        from tuneops.components.tasks.text.schema import request_model
 
         return request_model(config)
 
     def log_value(self, value: Any, mode: str) -> str:
-        from tuneops.components.monitoring.prediction_log import hash_text
+        from tuneops.components.monitoring.prediction_log import hash_input
 
-        return hash_text(str(value)) if mode == "hash" else str(value)
+        return hash_input(str(value)) if mode == "hash" else str(value)

@@ -1,10 +1,11 @@
-"""Feeding the fine-tune loop: tokenise once, plan length-grouped batches, split each optimizer
-step into micro-batches (gradient accumulation) and per-process shares (data parallelism), and
-collate with dynamic padding.
+"""Feeding the fine-tune loop: map labels to class indices once, plan length-grouped batches,
+split each optimizer step into micro-batches (gradient accumulation) and per-process shares (data
+parallelism), and collate them through the task with dynamic padding.
 
 The plan of an epoch depends only on (seed, epoch, lengths, batch size), never on the number of
 processes or on where a run was resumed, so a resumed or distributed run sees the same global
-batches in the same order as an uninterrupted single-process one.
+batches in the same order as an uninterrupted single-process one. Inputs stay the task's: this
+module sees only ``EncodedInputs.lengths`` (what padding costs) and hands rows to ``task.collate``.
 """
 
 from __future__ import annotations
@@ -14,44 +15,24 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tuneops.components.data.loading import LABEL, TEXT
 from tuneops.components.errors import DataError
+from tuneops.components.tasks.base import EncodedInputs, Task
 
 # Sort windows of 50 batches by length (as HF's group_by_length does with its "megabatches"):
 # batches of similar lengths pad little, while batch order stays random across the epoch.
 WINDOW_BATCHES = 50
 
 
-@dataclass
-class EncodedRows:
-    """Token ids and integer labels of one split, tokenised once up front."""
-
-    input_ids: list[list[int]]
-    labels: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-
-def encode_rows(tokenizer, frame: pd.DataFrame, label_ids: dict[str, int], max_length: int, split: str) -> EncodedRows:
-    """Tokenise ``frame[text]`` (truncated, unpadded) and map ``frame[label]`` to class indices.
+def encode_labels(labels: pd.Series, label_ids: dict[str, int], split: str) -> np.ndarray:
+    """Class indices of ``labels`` (int64), in row order.
 
     Raises DataError naming the first label that is not in the label set.
     """
-    labels = frame[LABEL].astype(str)
+    labels = labels.astype(str)
     unknown = sorted(set(labels) - set(label_ids))
     if unknown:
         raise DataError(f"data: {split} has label {unknown[0]!r} which is not in the label set {sorted(label_ids)}")
-    texts = frame[TEXT].astype(str).tolist()
-    encoded = tokenizer(texts, truncation=True, max_length=max_length) if texts else {"input_ids": []}
-    return EncodedRows(
-        input_ids=list(encoded["input_ids"]),
-        labels=labels.map(label_ids).to_numpy(dtype=np.int64),
-    )
+    return labels.map(label_ids).to_numpy(dtype=np.int64)
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -88,7 +69,8 @@ def micro_batches(batch: np.ndarray, accumulation: int, world_size: int, rank: i
 
 
 def padded_width(lengths: np.ndarray, multiple: int) -> int:
-    """Longest length in a batch, rounded up to ``multiple`` (8 keeps tensor-core shapes on GPUs)."""
+    """Longest length among rows, rounded up to ``multiple``: the width dynamic padding gives them
+    (8 keeps tensor-core shapes on GPUs). Used to count padded tokens for the throughput figures."""
     longest = int(lengths.max()) if len(lengths) else 0
     return -(-longest // multiple) * multiple
 
@@ -113,56 +95,47 @@ class StepStats:
 
 
 class StepDataset:
-    """Item ``i`` = the collated micro-batches of this process for optimizer step ``i`` of a list
-    of global batches, plus the step's global statistics. A ``torch.utils.data.Dataset`` by
-    protocol, so a DataLoader's workers can collate (and pin) ahead of the compute."""
+    """Item ``i`` = this process's micro-batches for optimizer step ``i`` of a list of global
+    batches (each: the task's ``model(**inputs)`` tensors, the labels and the loss weight), plus the
+    step's global statistics. A ``torch.utils.data.Dataset`` by protocol, so a DataLoader's workers
+    can collate (and pin) ahead of the compute."""
 
-    def __init__(self, rows: EncodedRows, batches: list[np.ndarray], accumulation: int, world_size: int,
-                 rank: int, pad_id: int, pad_multiple: int, class_weights: np.ndarray | None) -> None:
-        self.rows = rows
+    def __init__(self, task: Task, encoded: EncodedInputs, labels: np.ndarray, batches: list[np.ndarray],
+                 accumulation: int, world_size: int, rank: int, pad_multiple: int,
+                 class_weights: np.ndarray | None) -> None:
+        self.task = task
+        self.encoded = encoded
+        self.labels = labels
         self.batches = batches
         self.accumulation = accumulation
         self.world_size = world_size
         self.rank = rank
-        self.pad_id = pad_id
         self.pad_multiple = pad_multiple
         self.class_weights = class_weights
-        self.lengths = rows.lengths
+        self.lengths = encoded.lengths
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> dict:
+        import torch
+
         batch = self.batches[index]
-        labels = self.rows.labels[batch]
+        labels = self.labels[batch]
         # The loss is a sum over this process's rows divided by the step's global normaliser (row
         # count, or summed class weights): exactly the global mean, however the rows are split.
         normaliser = float(self.class_weights[labels].sum()) if self.class_weights is not None else float(len(batch))
         micro = []
         for share, placeholder in micro_batches(batch, self.accumulation, self.world_size, self.rank):
-            tensors = self.collate(share)
-            tensors["loss_weight"] = 0.0 if placeholder else 1.0 / normaliser
-            micro.append(tensors)
+            micro.append({
+                "inputs": self.task.collate(self.encoded, share, self.pad_multiple),
+                "labels": torch.from_numpy(self.labels[share]),
+                "loss_weight": 0.0 if placeholder else 1.0 / normaliser,
+            })
         return {"micro": micro, "stats": self.global_stats(batch)}
 
-    def collate(self, indices: np.ndarray) -> dict:
-        """Dynamic padding: pad to the longest row of these rows only."""
-        import torch
-
-        lengths = self.lengths[indices]
-        width = padded_width(lengths, self.pad_multiple)
-        ids = np.full((len(indices), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(indices), width), dtype=np.int64)
-        for row, (index, length) in enumerate(zip(indices, lengths)):
-            ids[row, :length] = self.rows.input_ids[index]
-            mask[row, :length] = 1
-        return {
-            "input_ids": torch.from_numpy(ids),
-            "attention_mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(self.rows.labels[indices]),
-        }
-
     def global_stats(self, batch: np.ndarray) -> StepStats:
+        """Rows, real and padded tokens of a whole step, over every process's micro-batches."""
         padded = 0
         for piece in np.array_split(batch, min(self.accumulation, len(batch))):
             for rank in range(self.world_size):

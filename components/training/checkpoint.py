@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from tuneops.components.config import TrainingConfig
-from tuneops.components.data.loading import LABEL, TEXT
+from tuneops.components.data.columns import LABEL
 from tuneops.components.errors import ConfigError
 from tuneops.components.training.runtime import DistributedContext
 
@@ -57,14 +57,15 @@ def checkpoint_root(output_dir: Path) -> Path:
 
 
 def run_fingerprint(config: TrainingConfig, checkpoint: str, labels: list[str],
-                    train: pd.DataFrame, validation: pd.DataFrame) -> str:
+                    train: pd.DataFrame, validation: pd.DataFrame, input_column: str) -> str:
     """A hash of everything that decides a run's numbers: a checkpoint resumes only a run with the
-    same fingerprint (same data, labels, base checkpoint and training settings)."""
+    same fingerprint (same data, labels, base checkpoint and training settings). ``input_column``
+    is the task's column of model inputs."""
     digest = hashlib.sha256()
     settings = config.model_dump(mode="json", exclude=OPERATIONAL_KEYS)
     digest.update(json.dumps({"config": settings, "checkpoint": checkpoint, "labels": labels}, sort_keys=True).encode())
     for frame in (train, validation):
-        content = frame[[TEXT, LABEL]].astype(str)
+        content = frame[[input_column, LABEL]].astype(str)
         digest.update(pd.util.hash_pandas_object(content, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
 

@@ -1,12 +1,16 @@
-"""What a fine-tune leaves beside its weights: learning curves (CSV + PNG), training arguments,
-throughput figures and a small HTML page the run index links to."""
+"""The pages a fine-tune leaves beside its weights: learning curves (CSV + PNG) and a small HTML
+report (in the shared page shell) that the run index links to."""
 
 from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 from pathlib import Path
+
+from tuneops.components.files import atomic_write_text, plain_json
+from tuneops.components.pages import write_page
 
 CURVE_COLUMNS = ["step", "epoch", "learning_rate", "train_loss", "validation_loss",
                  "validation_macro_f1", "validation_accuracy"]
@@ -15,12 +19,12 @@ CURVE_COLUMNS = ["step", "epoch", "learning_rate", "train_loss", "validation_los
 def write_learning_curves(history: list[dict], output_dir: Path) -> tuple[Path, Path]:
     """``learning_curve.csv`` (one row per optimizer step; validation columns filled on evaluation
     steps) and ``learning_curve.png`` (train loss and validation metrics against step)."""
-    csv_path = output_dir / "learning_curve.csv"
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CURVE_COLUMNS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({key: row.get(key, "") for key in CURVE_COLUMNS})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CURVE_COLUMNS)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({key: row.get(key, "") for key in CURVE_COLUMNS})
+    csv_path = atomic_write_text(output_dir / "learning_curve.csv", text.getvalue())
     png_path = output_dir / "learning_curve.png"
     _plot(history, png_path)
     return csv_path, png_path
@@ -59,48 +63,35 @@ def _plot(history: list[dict], path: Path) -> None:
     figure.savefig(path)
 
 
-def write_json(path: Path, payload: dict) -> Path:
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
-
-
 def write_html_report(output_dir: Path, summary: dict) -> Path:
     """``training_report.html``: the curves, the best validation scores, throughput and settings."""
     throughput_rows = "".join(
-        f"<tr><th>{html.escape(str(key))}</th><td>{_format(value)}</td></tr>"
+        f"<tr><th>{html.escape(str(key))}</th><td class=\"num\">{_format(value)}</td></tr>"
         for key, value in summary.get("throughput", {}).items()
     )
     best_rows = "".join(
-        f"<tr><th>{html.escape(str(key))}</th><td>{_format(value)}</td></tr>"
+        f"<tr><th>{html.escape(str(key))}</th><td class=\"num\">{_format(value)}</td></tr>"
         for key, value in summary.get("best_validation", {}).items()
     )
-    args = html.escape(json.dumps(summary.get("training_args", {}), indent=2, default=str))
+    args = html.escape(json.dumps(plain_json(summary.get("training_args", {})), indent=2))
     resumed = summary.get("resumed_from_step")
     notes = []
     if resumed:
         notes.append(f"Resumed from the checkpoint of step {resumed}.")
     if summary.get("stopped_early"):
         notes.append(f"Stopped early at step {summary.get('steps')} (no improvement).")
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Training report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:960px}}table{{border-collapse:collapse}}
-th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}pre{{background:#f6f6f6;padding:1em}}</style>
-</head><body>
-<h1>Fine-tune of {html.escape(str(summary.get("base_checkpoint", "")))}</h1>
-<p>{summary.get("steps")} of {summary.get("total_steps")} optimizer steps in {_format(summary.get("seconds"))} s
+    body = f"""<p>{summary.get("steps")} of {summary.get("total_steps")} optimizer steps in {_format(summary.get("seconds"))} s
 on {html.escape(str(summary.get("device")))} ({html.escape(str(summary.get("precision")))},
 {summary.get("world_size", 1)} process(es)). {" ".join(html.escape(n) for n in notes)}</p>
-<img src="learning_curve.png" alt="learning curves" style="max-width:100%">
+<img src="learning_curve.png" alt="learning curves">
 <p><a href="learning_curve.csv">learning_curve.csv</a> · <a href="training_summary.json">training_summary.json</a>
 · <a href="training_args.json">training_args.json</a></p>
 <h2>Kept checkpoint (best on validation)</h2><table>{best_rows}</table>
 <h2>Throughput</h2><table>{throughput_rows}</table>
 <h2>Training arguments</h2><pre>{args}</pre>
-</body></html>
 """
-    path = output_dir / "training_report.html"
-    path.write_text(page)
-    return path
+    title = f"Fine-tune of {summary.get('base_checkpoint', '')}"
+    return write_page(output_dir / "training_report.html", title, body, subtitle="training report")
 
 
 def _format(value) -> str:

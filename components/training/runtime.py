@@ -1,5 +1,6 @@
-"""Where and how fine-tuning runs: device, precision, threads, process group, optimizer, schedule,
-and the arithmetic behind the throughput figures (FLOPs per sequence, model FLOPs utilisation).
+"""How fine-tuning runs: threads, loader workers, the process group, optimizer, schedule, and the
+arithmetic behind the throughput figures (FLOPs per sequence, model FLOPs utilisation). Device and
+precision are the shared decision of ``tuneops.components.device``.
 
 Everything here is a small decision function so the GPU and multi-process paths can be unit-tested
 on a CPU-only machine: the decision is tested, the hardware only executes it.
@@ -12,7 +13,6 @@ import os
 import resource
 from dataclasses import dataclass
 
-from tuneops.components.errors import ConfigError
 
 # Dense (no sparsity) peak tensor throughput in TFLOP/s from the vendor datasheets, for MFU.
 # "half" is bf16/fp16 with fp32 accumulation, "tf32" is what fp32 matmuls run at with TF32 on.

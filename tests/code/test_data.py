@@ -9,6 +9,9 @@ from tuneops.components.config import DataConfig
 from tuneops.components.data.loading import as_validated, load_data, read_table
 from tuneops.components.data.demo import generate_reviews
 from tuneops.components.errors import ConfigError, DataError
+from tuneops.components.tasks.registry import get_task
+
+TASK = get_task("text-classification")
 
 
 def test_demo_data_is_deterministic_realistic_and_balanced_enough():
@@ -23,14 +26,14 @@ def test_demo_data_is_deterministic_realistic_and_balanced_enough():
 
 def test_demo_splits_are_stratified_disjoint_and_fingerprinted(tmp_path):
     config = DataConfig()
-    splits = load_data(config, tmp_path)
+    splits = load_data(config, tmp_path, TASK)
     sizes = splits.sizes()
     assert sum(sizes.values()) == config.demo_rows
     assert abs(sizes["test"] / config.demo_rows - config.test_fraction) < 0.01
     shares = {name: frame["label"].value_counts(normalize=True) for name, frame in splits.items()}
     for label in splits.labels:
         assert abs(shares["train"][label] - shares["test"][label]) < 0.02
-    assert splits.fingerprint == load_data(config, tmp_path).fingerprint
+    assert splits.fingerprint == load_data(config, tmp_path, TASK).fingerprint
     assert (tmp_path / f"reviews-{config.demo_rows}-7.csv").exists()
 
 
@@ -51,7 +54,7 @@ def test_every_supported_format_loads(tmp_path, suffix):
 
         datasets.Dataset.from_pandas(frame).save_to_disk(str(path))
     config = DataConfig(path=str(path), text_column="body", label_column="sentiment", group_columns=["region"])
-    splits = as_validated(load_data(config, tmp_path))
+    splits = as_validated(load_data(config, tmp_path, TASK))
     assert sum(splits.sizes().values()) == 300
     assert list(splits.train.columns) == ["text", "label", "region"]
 
@@ -60,14 +63,14 @@ def test_separate_test_file_is_used_as_the_test_split(tmp_path):
     generate_reviews(300, seed=1).to_csv(tmp_path / "train.csv", index=False)
     generate_reviews(90, seed=2).to_csv(tmp_path / "test.csv", index=False)
     config = DataConfig(path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"))
-    splits = load_data(config, tmp_path)
+    splits = load_data(config, tmp_path, TASK)
     assert len(splits.test) == 90 and len(splits.train) + len(splits.validation) == 300
 
 
 def test_missing_column_names_the_columns_that_exist(tmp_path):
     generate_reviews(50).to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(ConfigError, match=r"data.text_column 'body' not found in d.csv; columns are: id, text"):
-        load_data(DataConfig(path=str(tmp_path / "d.csv"), text_column="body"), tmp_path)
+        load_data(DataConfig(path=str(tmp_path / "d.csv"), text_column="body"), tmp_path, TASK)
 
 
 def test_unreadable_inputs_are_data_errors(tmp_path):

@@ -11,16 +11,24 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from tuneops.components.tasks.text.baseline import train_baseline
-from tuneops.components.evaluation.behaviour import NAMES, perturb, run_behavioural_checks
 from tuneops.components.config import DataConfig, EvaluationConfig, validate_config
-from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.data.demo import generate_drifted_texts, generate_reviews
-from tuneops.components.evaluation.drift import compute_drift, text_descriptors
+from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.errors import ConfigError, DataError
-from tuneops.components.evaluation.evaluate import evaluate_predictions, length_bucket_names
-from tuneops.components.metrics import bootstrap_intervals, classification_metrics, expected_calibration_error
+from tuneops.components.evaluation.behaviour import run_behavioural_checks
+from tuneops.components.evaluation.drift import compute_drift
+from tuneops.components.evaluation.evaluate import evaluate_predictions
 from tuneops.components.evaluation.fairness import assess_fairness
+from tuneops.components.evaluation.floor import score_floor
+from tuneops.components.metrics import (bootstrap_intervals, classification_metrics, expected_calibration_error,
+                                        reliability_bins)
+from tuneops.components.tasks.registry import get_task
+from tuneops.components.tasks.text.baseline import train_baseline
+from tuneops.components.tasks.text.descriptors import text_descriptors
+from tuneops.components.tasks.text.perturbations import NAMES, perturb
+from tuneops.components.tasks.text.slices import length_bucket_names
+
+TEXT_TASK = get_task("text-classification")
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -28,7 +36,7 @@ LABELS = ["negative", "neutral", "positive"]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The full demo splits (test: ~540 rows, every group above the slice minimum)."""
-    return as_validated(load_data(DataConfig(), tmp_path_factory.mktemp("demo")))
+    return as_validated(load_data(DataConfig(), tmp_path_factory.mktemp("demo"), TEXT_TASK))
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +123,23 @@ def test_length_buckets_are_named_and_ordered():
     assert list(names) == ["<40", "40-79", "40-79", "80-159", "80-159", ">=160", ">=160"]
 
 
+def test_the_reliability_bins_are_the_bins_of_the_ece():
+    truth = np.random.default_rng(7).integers(0, 3, size=400)
+    probabilities = random_probabilities(400, 3, seed=8)
+    for bins in (5, 15):
+        table = reliability_bins(truth, probabilities, bins)
+        assert table["count"].sum() == 400 and len(table["centre"]) <= bins
+        weighted_gap = (table["count"] * np.abs(table["accuracy"] - table["confidence"])).sum() / 400
+        assert weighted_gap == pytest.approx(expected_calibration_error(truth, probabilities, bins))
+
+
+def test_the_score_floor_is_the_task_baseline_on_the_test_split(demo, tfidf):
+    floor = score_floor(demo, TEXT_TASK, bins=10)
+    probabilities = tfidf.predict_proba(demo.test["text"].tolist())
+    assert floor == classification_metrics(demo.test["label"].tolist(), probabilities, tfidf.labels, 10)
+    assert floor["macro_f1"] > 0.8 and floor["support"] == len(demo.test)
+
+
 # --- evaluation reports ---------------------------------------------------------------------------
 
 
@@ -122,7 +147,7 @@ def test_evaluate_predictions_writes_every_report(demo, tfidf, tmp_path):
     probabilities = tfidf.predict_proba(demo.test["text"].tolist())
     config = EvaluationConfig(bootstrap_samples=50, min_slice_support=60)
     report = evaluate_predictions(demo.test, probabilities, tfidf.labels, demo.group_columns, config, tmp_path,
-                                  data_fingerprint=demo.fingerprint, model="tfidf")
+                                  TEXT_TASK, data_fingerprint=demo.fingerprint, model="tfidf")
 
     assert report.metrics["macro_f1"] > 0.8
     assert set(report.intervals) >= {"accuracy", "macro_f1", "weighted_f1", "roc_auc_ovr", "ece"}
@@ -140,6 +165,8 @@ def test_evaluate_predictions_writes_every_report(demo, tfidf, tmp_path):
             "Confusion matrix", "Reliability diagram"} <= set(titles)
     summary = report.html_path.read_text()
     assert "Slices" in summary and "latin_america" in summary and "small (not judged)" in summary
+    # The text task's length buckets are listed from short to long, not alphabetically.
+    assert [s.value for s in report.slices if s.column == "text_length"] == ["<40", "40-79", "80-159", ">=160"]
     bias = report.bias_html.read_text()
     for group in ("kitchen", "europe", "latin_america"):
         assert f"{group} (" in bias  # one Evidently section per group
@@ -148,9 +175,27 @@ def test_evaluate_predictions_writes_every_report(demo, tfidf, tmp_path):
     assert saved["data_fingerprint"] == demo.fingerprint
 
 
+def test_calibration_bins_are_honoured_and_the_page_links_back_to_its_run(demo, tmp_path):
+    # Right at confidence 0.6 on even rows, wrong at 0.9 on odd ones: two bins merge them, 15 do not.
+    truth = np.array([LABELS.index(label) for label in demo.test["label"]])
+    rows = np.arange(len(truth))
+    probabilities = np.full((len(truth), 3), 0.05)
+    probabilities[rows % 2 == 0] = 0.2
+    probabilities[rows[rows % 2 == 0], truth[rows % 2 == 0]] = 0.6
+    probabilities[rows[rows % 2 == 1], (truth[rows % 2 == 1] + 1) % 3] = 0.9
+    (tmp_path / "summary.json").write_text("{}")  # tmp_path plays a run record
+    config = EvaluationConfig(bootstrap_samples=0, evidently_reports=False, calibration_bins=2)
+    report = evaluate_predictions(demo.test, probabilities, LABELS, [], config, tmp_path / "evaluation", TEXT_TASK)
+    assert report.metrics["ece"] == pytest.approx(expected_calibration_error(truth, probabilities, bins=2))
+    assert report.metrics["ece"] == pytest.approx(0.25, abs=0.01)
+    assert expected_calibration_error(truth, probabilities, bins=15) == pytest.approx(0.65, abs=0.01)
+    page = report.html_path.read_text()
+    assert 'href="../index.html"' in page and "<h1>Evaluation on the test split</h1>" in page
+
+
 def test_evaluation_refuses_probabilities_of_the_wrong_shape(demo, tmp_path):
     with pytest.raises(DataError, match="probabilities of shape"):
-        evaluate_predictions(demo.test, np.ones((3, 3)) / 3, LABELS, [], EvaluationConfig(), tmp_path)
+        evaluate_predictions(demo.test, np.ones((3, 3)) / 3, LABELS, [], EvaluationConfig(), tmp_path, TEXT_TASK)
 
 
 # --- fairness ---------------------------------------------------------------------------------
@@ -214,7 +259,7 @@ def test_behavioural_checks_on_a_real_classifier(demo, tfidf):
     texts = demo.test["text"].tolist()
     probabilities = tfidf.predict_proba(texts)
     results = {r.name: r for r in run_behavioural_checks(tfidf, texts, probabilities,
-                                                         EvaluationConfig(behavioural_sample_rows=40))}
+                                                         EvaluationConfig(behavioural_sample_rows=40), TEXT_TASK)}
     assert {"typo invariance", "casing invariance", "name-swap invariance", "clear negative reviews"} <= set(results)
     assert {r.kind for r in results.values()} == {"invariance", "directional", "minimum"}
     for result in results.values():
@@ -227,13 +272,13 @@ def test_configured_cases_run_and_bad_ones_are_one_line_errors(tfidf):
               "expected": "negative", "min_pass_rate": 1.0},
              {"kind": "invariance", "name": "shouting", "texts": ["The kettle is okay."], "perturbation": "uppercase"}]
     config = validate_config({"evaluation": {"behavioural": cases, "builtin_invariance": False}}).evaluation
-    results = run_behavioural_checks(tfidf, [], np.zeros((0, 3)), config)
+    results = run_behavioural_checks(tfidf, [], np.zeros((0, 3)), config, TEXT_TASK)
     assert [r.name for r in results] == ["obvious", "shouting"]  # no built-in cases once cases are configured
     assert results[0].min_pass_rate == 1.0 and results[0].tested == 1
 
     bad_label = validate_config({"evaluation": {"behavioural": [dict(cases[0], expected="angry")]}}).evaluation
     with pytest.raises(ConfigError, match="'angry' is not one of the model's labels"):
-        run_behavioural_checks(tfidf, [], np.zeros((0, 3)), bad_label)
+        run_behavioural_checks(tfidf, [], np.zeros((0, 3)), bad_label, TEXT_TASK)
     with pytest.raises(ConfigError, match="needs expected"):
         validate_config({"evaluation": {"behavioural": [{"kind": "minimum", "name": "x", "texts": ["a"]}]}})
 
@@ -247,7 +292,7 @@ def reviews():
 
 
 def test_no_drift_between_samples_of_the_same_data(reviews, tmp_path):
-    result = compute_drift(reviews.iloc[:600], reviews.iloc[600:], tmp_path)
+    result = compute_drift(reviews.iloc[:600], reviews.iloc[600:], tmp_path, TEXT_TASK)
     assert set(result.details) == {"text_length", "oov_share", "non_letter_share", "label"}
     assert result.drift_share <= 0.25
     assert result.html_path.exists() and result.html_path.stat().st_size > 100_000
@@ -257,7 +302,7 @@ def test_no_drift_between_samples_of_the_same_data(reviews, tmp_path):
 
 def test_drifted_traffic_is_detected_from_a_small_sample_without_labels(reviews, tmp_path):
     current = pd.DataFrame({"text": generate_drifted_texts(30)})
-    result = compute_drift(reviews, current, tmp_path)
+    result = compute_drift(reviews, current, tmp_path, TEXT_TASK)
     assert "label" not in result.details  # the traffic has no labels: not compared, no error
     assert {"text_length", "oov_share", "non_letter_share"} <= set(result.drifted_columns)
     assert result.drift_share >= 0.5
@@ -267,11 +312,12 @@ def test_embedding_and_prediction_drift(reviews, tmp_path):
     rng = np.random.default_rng(0)
     reference = reviews.iloc[:400].assign(prediction=reviews["label"].iloc[:400])
     current = reviews.iloc[400:500].assign(prediction="negative")  # the model suddenly says one thing
-    same = compute_drift(reference, current, tmp_path / "same", reference_embeddings=rng.normal(size=(400, 16)),
-                         current_embeddings=rng.normal(size=(100, 16)))
+    same = compute_drift(reference, current, tmp_path / "same", TEXT_TASK,
+                         reference_embeddings=rng.normal(size=(400, 16)), current_embeddings=rng.normal(size=(100, 16)))
     assert same.details["embedding"]["drifted"] is False
     assert same.details["prediction"]["drifted"] is True
-    shifted = compute_drift(reference, current, tmp_path / "shifted", reference_embeddings=rng.normal(size=(400, 16)),
+    shifted = compute_drift(reference, current, tmp_path / "shifted", TEXT_TASK,
+                            reference_embeddings=rng.normal(size=(400, 16)),
                             current_embeddings=rng.normal(loc=1.0, size=(100, 16)))
     assert shifted.details["embedding"]["drifted"] is True
     assert "Drift in the model" in shifted.html_path.read_text()
@@ -279,9 +325,9 @@ def test_embedding_and_prediction_drift(reviews, tmp_path):
 
 def test_drift_needs_text_and_enough_rows(reviews, tmp_path):
     with pytest.raises(DataError, match="at least 10"):
-        compute_drift(reviews, reviews.iloc[:5], tmp_path)
+        compute_drift(reviews, reviews.iloc[:5], tmp_path, TEXT_TASK)
     with pytest.raises(DataError, match="no 'text' column"):
-        compute_drift(reviews, reviews.rename(columns={"text": "body"}), tmp_path)
+        compute_drift(reviews, reviews.rename(columns={"text": "body"}), tmp_path, TEXT_TASK)
 
 
 def test_out_of_vocabulary_share_is_leave_one_out_on_the_reference():

@@ -9,13 +9,16 @@ from dataclasses import replace
 
 import pytest
 
-from tuneops.components.tasks.text.baseline import train_baseline
-from tuneops.components.evaluation.behaviour import BehaviouralResult
 from tuneops.components.config import DataConfig, EvaluationConfig, GateConfig
 from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.errors import StageError
+from tuneops.components.evaluation.behaviour import BehaviouralResult
 from tuneops.components.evaluation.evaluate import evaluate_predictions
 from tuneops.components.evaluation.gate import decide
+from tuneops.components.tasks.registry import get_task
+from tuneops.components.tasks.text.baseline import train_baseline
+
+TEXT_TASK = get_task("text-classification")
 
 # Intervals and the Evidently pages play no part in the gate; leaving them out keeps the tests quick.
 EVALUATION = EvaluationConfig(bootstrap_samples=20, evidently_reports=False)
@@ -24,13 +27,14 @@ EVALUATION = EvaluationConfig(bootstrap_samples=20, evidently_reports=False)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The full demo: ~540 test rows, so every product category and region is judged."""
-    return as_validated(load_data(DataConfig(), tmp_path_factory.mktemp("demo")))
+    return as_validated(load_data(DataConfig(), tmp_path_factory.mktemp("demo"), TEXT_TASK))
 
 
 def judge(model, splits, directory, test=None):
     test = splits.test if test is None else test
     return evaluate_predictions(test, model.predict_proba(test["text"].tolist()), model.labels,
-                                splits.group_columns, EVALUATION, directory, data_fingerprint=splits.fingerprint)
+                                splits.group_columns, EVALUATION, directory, TEXT_TASK,
+                                data_fingerprint=splits.fingerprint)
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +132,12 @@ def test_the_champion_must_be_scored_on_the_same_test_data(demo, good, tmp_path)
 
 def test_the_decision_is_saved_as_json_and_html(good, weak, tmp_path):
     decision = decide(weak[1], good[1], None, GateConfig())
-    html_path = decision.save(tmp_path)
-    assert html_path.exists() and "reject" in html_path.read_text()
+    (tmp_path / "summary.json").write_text("{}")  # tmp_path plays a run record
+    html_path = decision.save(tmp_path / "gate")
+    page = html_path.read_text()
+    assert html_path.exists() and "<h1>Gate: reject</h1>" in page
+    assert 'href="../index.html"' in page  # the shared page shell links the run's index
+    assert '<tr class="bad"><td>FAIL</td><td>metric</td>' in page
     assert json.loads(decision.json_path.read_text())["status"] == "rejected"
     assert "FAIL: macro_f1" in decision.to_markdown()
 

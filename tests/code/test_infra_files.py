@@ -73,7 +73,8 @@ def test_prefect_yaml_entrypoints_name_the_flows_and_their_parameters():
     for spec in read_deployments():
         path, _, function = spec.entrypoint.partition(":")
         assert (ROOT / path).is_file(), spec.entrypoint
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        # The entrypoint file's module, as the installed package names it (never a bare `flows`).
+        module = importlib.import_module("tuneops." + path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, function)
         assert flow.name == expected_flow_names[spec.name]
         accepted = set(inspect.signature(flow.fn).parameters)

@@ -1,4 +1,4 @@
-"""components/monitoring.py and flows/stack.py with small real inputs: the retrain decision, the
+"""components/monitoring/ and components/stack/ with small real inputs: the retrain decision, the
 log window, feedback merged into training data, the Evidently project and traffic report, and the
 stack's rule of stopping only the processes it started."""
 
@@ -17,6 +17,24 @@ import pytest
 from tuneops.components.monitoring import monitor as monitoring
 from tuneops.components.config import DataConfig, MonitoringConfig, load_config
 from tuneops.components.errors import DataError, StageError
+from tuneops.components.tasks.registry import get_task
+
+TEXT_TASK = get_task("text-classification")
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor():
+    """A real but tiny classifier (2-layer BERT, MiniLM's tokenizer, random weights)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from tuneops.components.checkpoints import packaged_model_dir
+    from tuneops.components.predictor import Predictor
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("all-MiniLM-L6-v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=3)
+    return Predictor(BertForSequenceClassification(config), tokenizer, LABELS, task=TEXT_TASK, max_length=32)
 
 
 def test_retrain_when_drift_reaches_the_threshold_or_feedback_falls_below_the_minimum():
@@ -69,10 +87,9 @@ def test_feedback_is_appended_to_the_training_data_without_duplicates(tmp_path):
     feedback.to_csv(tmp_path / "feedback.csv", index=False)
     data = DataConfig(path=str(tmp_path / "reviews.csv"), text_column="body", label_column="sentiment",
                       group_columns=["country"])
-    merged = monitoring.merge_feedback(data, tmp_path / "feedback.csv", tmp_path / "merged")
+    merged = monitoring.merge_feedback(data, tmp_path / "feedback.csv", tmp_path / "merged", TEXT_TASK)
     assert (merged.base_rows, merged.feedback_rows, merged.skipped_rows) == (90, 2, 2)
-    config = load_config(None, ["data.text_column=body", "data.label_column=sentiment", *merged.overrides])
-    splits = load_data(config.data, tmp_path / "demo")
+    splits = load_data(merged.data_config(data), tmp_path / "demo", TEXT_TASK)
     rows = pd.concat([frame for _, frame in splits.items()])
     assert len(rows) == 92
     added = rows[rows["text"].isin(["drone firmware bricked", "scooter app crashes"])]
@@ -83,17 +100,108 @@ def test_feedback_on_the_demo_data_keeps_the_demo_groups(tmp_path):
     pd.DataFrame({"text": ["vr headset app keeps crashing"] * 2 + ["robot vacuum is great"],
                   "label": ["negative", "negative", "positive"]}).to_json(tmp_path / "fb.jsonl", orient="records", lines=True)
     merged = monitoring.merge_feedback(DataConfig(demo_rows=300), tmp_path / "fb.jsonl", tmp_path / "merged",
-                                       demo_directory=tmp_path / "demo")
+                                       TEXT_TASK, demo_directory=tmp_path / "demo")
     assert merged.base_rows == 300 and merged.feedback_rows == 2
-    config = load_config(None, merged.overrides)
-    assert config.data.groups == ["product_category", "region"]
-    assert config.data.path == str(merged.path) and merged.path.is_file()
+    data = merged.data_config(DataConfig(demo_rows=300))
+    assert data.groups == ["product_category", "region"] and data.format == "csv"
+    assert data.path == str(merged.path) and merged.path.is_file()
 
 
 def test_feedback_without_a_label_column_is_one_clear_error(tmp_path):
     pd.DataFrame({"text": ["a", "b"], "sentiment": ["x", "y"]}).to_csv(tmp_path / "fb.csv", index=False)
     with pytest.raises(DataError, match="fb.csv has no 'label' \\(or 'label'\\) column"):
-        monitoring.read_feedback(tmp_path / "fb.csv", DataConfig())
+        monitoring.read_feedback(tmp_path / "fb.csv", DataConfig(), TEXT_TASK)
+
+
+def test_feedback_is_scored_with_the_configured_calibration_bins(tiny_predictor, tmp_path):
+    from tuneops.components.metrics import classification_metrics
+
+    texts = [f"feedback review {i} about the kettle" for i in range(40)]
+    feedback = pd.DataFrame({"text": texts + ["about a label never seen"], "label": LABELS * 13 + ["x", "angry"]})
+    config = MonitoringConfig(min_feedback_rows=30, min_metric=0.99)
+    check = monitoring.check_feedback(tiny_predictor, feedback, "fb.csv", "macro_f1", config, bins=4)
+    known = feedback[feedback["label"].isin(LABELS)]
+    expected = classification_metrics(known["label"].tolist(), tiny_predictor.predict_proba(known["text"].tolist()),
+                                      LABELS, 4)
+    assert check.rows == 39 and check.value == pytest.approx(expected["macro_f1"]) and check.below_minimum
+    assert "2 rows with labels the model does not know" in check.note
+    too_few = monitoring.check_feedback(tiny_predictor, known.head(5), "fb.csv", "macro_f1", config, bins=4)
+    assert too_few.value is None and "not scored" in too_few.note
+
+
+def test_the_reference_sample_is_a_seeded_sample_with_the_models_predictions(tiny_predictor):
+    from tuneops.components.monitoring.reference import comparable_reference, reference_sample
+
+    train = pd.DataFrame({"text": [f"training review {i}, quite {'good' if i % 2 else 'bad'}" for i in range(60)],
+                          "label": (LABELS * 20), "region": ["north", "south"] * 30})
+    reference = reference_sample(train, tiny_predictor, rows=25, seed=3)
+    expected_rows = train.sample(25, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(reference[list(train.columns)], expected_rows)
+    probabilities = tiny_predictor.predict_proba(expected_rows["text"].tolist())
+    assert reference["prediction"].tolist() == [LABELS[i] for i in probabilities.argmax(1)]
+    assert reference["score"].to_numpy() == pytest.approx(probabilities.max(1), abs=1e-6)
+    assert len(reference_sample(train.head(10), tiny_predictor, rows=25, seed=3)) == 10  # fewer rows: all of them
+    comparable = comparable_reference(reference, TEXT_TASK)
+    assert {"text", "prediction", "score"} <= set(comparable.columns)
+    with pytest.raises(StageError, match="no prediction column"):
+        comparable_reference(train, TEXT_TASK)
+
+
+def test_a_monitor_run_compares_the_logged_traffic_with_the_champions_reference(tiny_predictor, tmp_path,
+                                                                               monkeypatch):
+    from tuneops.components import registry
+    from tuneops.components.data.demo import generate_drifted_texts, generate_reviews
+    from tuneops.components.monitoring.prediction_log import PredictionLog
+    from tuneops.components.monitoring.reference import reference_sample
+
+    monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path / "home"))  # an own champion pointer
+    model_dir = tiny_predictor.save(tmp_path / "model")
+    reviews = generate_reviews(rows=200, seed=5)
+    release = registry.package_model(model_dir, {"run_id": "m"}, reference_sample(reviews, tiny_predictor, 120, 0))
+    registry.set_champion(release.tag)
+    log = PredictionLog(tmp_path / "log")
+    texts = generate_drifted_texts(40)
+    for index, prediction in enumerate(tiny_predictor.predict(texts)):
+        log.append([{"request_id": str(index), "model_tag": release.tag, "text": texts[index],
+                     "label": prediction.label, "score": prediction.score, "probabilities": prediction.probabilities}])
+    pd.DataFrame({"text": texts[:35], "label": LABELS * 11 + LABELS[:2]}).to_csv(tmp_path / "fb.csv", index=False)
+    config = load_config(None, ["monitoring.min_rows=30", f"monitoring.feedback_path={tmp_path / 'fb.csv'}"])
+    window = monitoring.MonitorWindow(start=None, end=datetime.now(timezone.utc))
+
+    report = monitoring.check_traffic(config, tmp_path / "run", window, "run-1", workspace=tmp_path / "ws",
+                                      log_directory=tmp_path / "log")
+    assert report.status == "checked" and report.rows == 40 and report.consumed_window
+    assert {"text_length", "oov_share", "non_letter_share", "prediction", "embedding"} <= set(report.drift_details)
+    assert report.drift_share is not None and report.html_path and len(report.snapshot_ids) == 2
+    assert report.feedback["rows"] == 35 and report.feedback["value"] is not None
+    assert json.loads((tmp_path / "run" / "monitor.json").read_text())["drift_share"] == report.drift_share
+
+    too_little = monitoring.check_traffic(config.model_copy(update={"monitoring": config.monitoring.model_copy(
+        update={"min_rows": 100, "feedback_path": None})}), tmp_path / "run-2", window, "run-2",
+        workspace=tmp_path / "ws", log_directory=tmp_path / "log")
+    assert too_little.status == "too_little_traffic" and not too_little.consumed_window
+
+    hashed_log = PredictionLog(tmp_path / "hashed-log")
+    hashed_log.append([{"request_id": str(index), "model_tag": release.tag,
+                        "text": TEXT_TASK.log_value(text, "hash"), "label": "neutral", "score": 0.5,
+                        "probabilities": {}} for index, text in enumerate(texts)])
+    later = monitoring.MonitorWindow(start=None, end=datetime.now(timezone.utc))
+    hashed = monitoring.check_traffic(config, tmp_path / "run-3", later, "run-3", workspace=tmp_path / "ws",
+                                      log_directory=tmp_path / "hashed-log")
+    assert hashed.status == "checked" and hashed.drift_share is None and len(hashed.snapshot_ids) == 1
+    assert any("hashed inputs" in note and "no text or embedding drift" in note for note in hashed.notes)
+
+
+def test_the_traffic_frame_names_the_logged_input_as_the_task_does():
+    from tuneops.components.monitoring.prediction_log import hash_input, is_hashed
+
+    log = pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01T00:00:00Z"] * 2), "request_id": ["a", "b"],
+                        "model_tag": ["m:v1"] * 2, "text": ["works well", hash_input("secret")],
+                        "label": ["positive", "neutral"], "score": [0.9, 0.5], "probabilities": [{}, {}]})
+    traffic = monitoring.traffic_frame(log, TEXT_TASK)
+    assert list(traffic.columns) == [TEXT_TASK.input_column, "prediction", "score", "timestamp", "model_tag"]
+    assert traffic["prediction"].tolist() == ["positive", "neutral"]
+    assert is_hashed(traffic[TEXT_TASK.input_column]).tolist() == [False, True]
 
 
 def test_the_project_dashboard_is_created_once_with_each_panel_listed_once(tmp_path):
@@ -130,19 +238,19 @@ def _sleeper(tmp_path: Path) -> subprocess.Popen:
 def test_down_stops_a_recorded_process_and_its_group(tmp_path, monkeypatch):
     import psutil
 
-    from tuneops.components.stack import supervisor as stack
+    from tuneops.components.stack import processes, records, supervisor
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack" / "logs").mkdir(parents=True)
     # A recorded "service" that started a child of its own in the same group.
     script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
-    record = stack._spawn("evidently-ui", [sys.executable, "-c", script], stack._environment({}),
+    record = processes.spawn("evidently-ui", [sys.executable, "-c", script], processes.environment({}),
                           url="http://127.0.0.1:1", health_url=None)
     deadline = time.monotonic() + 30
     while not psutil.Process(record.pid).children() and time.monotonic() < deadline:
         time.sleep(0.1)
     child = psutil.Process(record.pid).children()[0]
-    assert stack.down(say=lambda line: None) == ["evidently-ui"]
+    assert supervisor.down(say=lambda line: None) == ["evidently-ui"]
     assert not psutil.pid_exists(record.pid) or psutil.Process(record.pid).status() == psutil.STATUS_ZOMBIE
     child_gone = not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
     assert child_gone
@@ -152,37 +260,37 @@ def test_down_stops_a_recorded_process_and_its_group(tmp_path, monkeypatch):
 def test_down_leaves_alone_a_process_whose_pid_was_reused(tmp_path, monkeypatch):
     import psutil
 
-    from tuneops.components.stack import supervisor as stack
+    from tuneops.components.stack import processes, records, supervisor
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack").mkdir()
     stranger = _sleeper(tmp_path)
     try:
         # The record names the stranger's pid but another start time: it is not ours.
-        stale = stack.ServiceRecord(
+        stale = records.ServiceRecord(
             name="serving", pid=stranger.pid, create_time=psutil.Process(stranger.pid).create_time() - 100,
             command=["tuneops", "serve"], url="", health_url=None, log="", started_at="",
         )
-        stack._write_record(stale)
+        records.write_record(stale)
         lines = []
-        assert stack.down(say=lines.append) == []
+        assert supervisor.down(say=lines.append) == []
         assert lines == ["serving: was not running"]
         assert stranger.poll() is None, "a process we did not start was signalled"
-        assert [entry.state for entry in stack.status() if entry.name == "serving"] == ["not started"]
+        assert [entry.state for entry in supervisor.status() if entry.name == "serving"] == ["not started"]
     finally:
         stranger.kill()
         stranger.wait()
 
 
 def test_status_reports_a_recorded_service_that_died(tmp_path, monkeypatch):
-    from tuneops.components.stack import supervisor as stack
+    from tuneops.components.stack import processes, records, supervisor
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack" / "logs").mkdir(parents=True)
-    record = stack._spawn("prefect-worker", [sys.executable, "-c", "pass"], stack._environment({}),
+    record = processes.spawn("prefect-worker", [sys.executable, "-c", "pass"], processes.environment({}),
                           url="pool", health_url=None)
     subprocess_deadline = time.monotonic() + 30
-    while stack._live_process(record) is not None and time.monotonic() < subprocess_deadline:
+    while records.live_process(record) is not None and time.monotonic() < subprocess_deadline:
         time.sleep(0.1)
-    states = {entry.name: entry.state for entry in stack.status()}
+    states = {entry.name: entry.state for entry in supervisor.status()}
     assert states["prefect-worker"] == "stopped" and states["prefect-server"] == "not started"

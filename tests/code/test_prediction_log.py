@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tuneops.components.errors import DataError
-from tuneops.components.monitoring.prediction_log import COLUMNS, PredictionLog, hash_text
+from tuneops.components.monitoring.prediction_log import COLUMNS, INPUT, PredictionLog, hash_input
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +30,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert log.append([]) == 0
     frame = log.read()
     assert list(frame.columns) == COLUMNS
+    assert INPUT == "text"  # the logged input's column: the on-disk format of existing logs
     assert frame["request_id"].tolist() == ["a", "b"]
     assert frame.loc[0, "text"] == "first ünïcode ✓"
     assert frame.loc[1, "label"] == "negative"
@@ -112,10 +113,10 @@ def test_records_written_before_a_kill_9_all_read_back_whole(tmp_path: Path) -> 
     assert len(frame) == sum(1 for line in lines[:-1] if line)
 
 
-def test_hash_text_is_stable_and_hides_the_text() -> None:
-    assert hash_text("secret order 123") == hash_text("secret order 123")
-    assert hash_text("secret order 123") != hash_text("secret order 124")
-    assert "secret" not in hash_text("secret order 123") and hash_text("x").startswith("sha256:")
+def test_hash_input_is_stable_and_hides_the_input() -> None:
+    assert hash_input("secret order 123") == hash_input("secret order 123")
+    assert hash_input("secret order 123") != hash_input("secret order 124")
+    assert "secret" not in hash_input("secret order 123") and hash_input("x").startswith("sha256:")
 
 
 def test_a_record_missing_fields_is_refused(tmp_path: Path) -> None:

@@ -274,9 +274,11 @@ def test_serving_dockerfile_serves_the_service_as_non_root_on_port_3000() -> Non
 
 
 def test_the_service_model_holder_follows_the_pointer_and_survives_a_bad_champion(tiny_model_dir: Path) -> None:
-    from tuneops.serving.model_holder import ModelHolder
+    from tuneops.serving.model_holder import ModelHolder, served_task
 
     first, second, third = (package(tiny_model_dir, run_id=f"h{i}") for i in range(3))
+    # The request schema's task comes from the served model's manifest (the default without one).
+    assert served_task(None) is TEXT_TASK and served_task(first.tag) is TEXT_TASK
     with pytest.raises(StageError, match="no champion model to serve"):
         ModelHolder().load_initial()
     registry.set_champion(first.tag)
@@ -284,6 +286,7 @@ def test_the_service_model_holder_follows_the_pointer_and_survives_a_bad_champio
     holder = ModelHolder(on_swap=lambda old, new: swaps.append((old, new)),
                          on_swap_failure=lambda tag, reason: failures.append(tag))
     assert holder.load_initial().tag == first.tag and holder.ready
+    assert holder.task_name == TEXT_TASK.name
     assert holder.check_now() is False  # pointer unchanged: one stat, nothing else
 
     registry.set_champion(second.tag)

@@ -14,16 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuneops.components.tasks.registry import get_task
-TEXT_TASK = get_task("text-classification")
-from tuneops.components.tasks.text.baseline import train_baseline
-from tuneops.components.checkpoints import inspect_checkpoint, load_for_classification, parse_spec
+from tuneops.components.checkpoint_inspection import inspect_checkpoint
+from tuneops.components.checkpoints import load_for_classification, parse_spec
 from tuneops.components.config import PACKAGED_MINILM, DataConfig, SelectionConfig
 from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.errors import DataError, StageError
 from tuneops.components.predictor import Predictor
 from tuneops.components.selection.select import (
-    BASELINE_NAME,
     CHOSEN,
     EXCLUDED,
     RANKED,
@@ -34,6 +31,12 @@ from tuneops.components.selection.select import (
     select_model,
 )
 from tuneops.components.sampling import stratified_sample
+from tuneops.components.tasks.registry import get_task
+from tuneops.components.tasks.text.baseline import train_baseline
+
+TEXT_TASK = get_task("text-classification")
+# The floor's row in the table: the text task's TF-IDF baseline.
+BASELINE_NAME = "baseline: tf-idf + logistic regression"
 
 MINILM_1 = f"{PACKAGED_MINILM}@layers=1"
 MINILM_2 = f"{PACKAGED_MINILM}@layers=2"
@@ -44,7 +47,7 @@ MAX_PARAMS = 20_000_000
 @pytest.fixture(scope="module")
 def demo_splits(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo")
-    return as_validated(load_data(DataConfig(demo_rows=600), directory))
+    return as_validated(load_data(DataConfig(demo_rows=600), directory, TEXT_TASK))
 
 
 def _tiny_bert(directory: Path, pickle_only: bool = False, with_tokenizer: bool = True) -> Path:
@@ -62,7 +65,7 @@ def _tiny_bert(directory: Path, pickle_only: bool = False, with_tokenizer: bool 
     else:
         model.save_pretrained(directory)
     if with_tokenizer:
-        AutoTokenizer.from_pretrained(inspect_checkpoint(PACKAGED_MINILM, 3).local_dir).save_pretrained(directory)
+        AutoTokenizer.from_pretrained(inspect_checkpoint(PACKAGED_MINILM, 3, TEXT_TASK).local_dir).save_pretrained(directory)
     return directory
 
 
@@ -88,7 +91,7 @@ def selection(demo_splits, unusable_dirs, tmp_path_factory):
     output = tmp_path_factory.mktemp("selection")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
-        return select_model(demo_splits, config, output, champion_dir=None)
+        return select_model(demo_splits, config, output, champion_dir=None, task=TEXT_TASK)
 
 
 def _row(report, candidate: str) -> CandidateResult:
@@ -151,42 +154,43 @@ def test_hub_id_offline_and_missing_champion_are_skipped_quickly(selection):
 
 
 def test_pickle_checkpoint_loads_when_the_user_opts_in(unusable_dirs):
-    inspection = inspect_checkpoint(str(unusable_dirs["pickle"]), 3, allow_pickle=True)
+    inspection = inspect_checkpoint(str(unusable_dirs["pickle"]), 3, TEXT_TASK, allow_pickle=True)
     assert inspection.usable and inspection.weights == "pickle" and inspection.parameters is None
-    _, model = load_for_classification(parse_spec(str(unusable_dirs["pickle"])), ["a", "b", "c"], allow_pickle=True)
+    _, model = load_for_classification(parse_spec(str(unusable_dirs["pickle"])), ["a", "b", "c"], TEXT_TASK,
+                                       allow_pickle=True)
     assert model.config.num_hidden_layers == 2 and model.num_labels == 3
 
 
 def test_inspection_reasons_for_unusable_checkpoints(tmp_path):
     no_tokenizer = _tiny_bert(tmp_path / "no_tokenizer", with_tokenizer=False)
-    assert "no tokenizer" in inspect_checkpoint(str(no_tokenizer), 3).reason
+    assert "no tokenizer" in inspect_checkpoint(str(no_tokenizer), 3, TEXT_TASK).reason
 
     remote = _tiny_bert(tmp_path / "remote_code")
     config = json.loads((remote / "config.json").read_text())
     config.update(model_type="my-custom-bert", auto_map={"AutoConfig": "modeling_custom.CustomConfig"})
     (remote / "config.json").write_text(json.dumps(config))
-    assert "remote code" in inspect_checkpoint(str(remote), 3).reason
+    assert "remote code" in inspect_checkpoint(str(remote), 3, TEXT_TASK).reason
 
     corrupt = _tiny_bert(tmp_path / "corrupt_weights")
     (corrupt / "model.safetensors").write_bytes(b"\xff" * 16)
-    assert "not a valid safetensors file" in inspect_checkpoint(str(corrupt), 3).reason
+    assert "not a valid safetensors file" in inspect_checkpoint(str(corrupt), 3, TEXT_TASK).reason
 
-    assert "only 6 layers" in inspect_checkpoint(f"{PACKAGED_MINILM}@layers=9", 3).reason
-    assert "does not exist" in inspect_checkpoint(str(tmp_path / "missing"), 3).reason
+    assert "only 6 layers" in inspect_checkpoint(f"{PACKAGED_MINILM}@layers=9", 3, TEXT_TASK).reason
+    assert "does not exist" in inspect_checkpoint(str(tmp_path / "missing"), 3, TEXT_TASK).reason
 
 
 def test_parameter_count_from_headers_matches_the_loaded_model():
-    inspection = inspect_checkpoint(MINILM_2, 3)
-    _, model = load_for_classification(parse_spec(MINILM_2), ["a", "b", "c"])
+    inspection = inspect_checkpoint(MINILM_2, 3, TEXT_TASK)
+    _, model = load_for_classification(parse_spec(MINILM_2), ["a", "b", "c"], TEXT_TASK)
     assert inspection.parameters == sum(p.numel() for p in model.parameters())
     assert inspection.max_sequence_length == 512 and inspection.weights == "safetensors"
 
 
 def test_champion_is_probed_from_its_model_directory(demo_splits, tmp_path):
-    tokenizer, model = load_for_classification(parse_spec(MINILM_1), demo_splits.labels)
+    tokenizer, model = load_for_classification(parse_spec(MINILM_1), demo_splits.labels, TEXT_TASK)
     champion = Predictor(model, tokenizer, demo_splits.labels, task=TEXT_TASK).save(tmp_path / "champion")
     config = SelectionConfig(candidates=["champion"], probe_rows=120)
-    report = select_model(demo_splits, config, tmp_path / "selection", champion_dir=champion)
+    report = select_model(demo_splits, config, tmp_path / "selection", champion_dir=champion, task=TEXT_TASK)
     assert report.chosen == "champion"
     assert _row(report, "champion").layers == 1
     assert candidate_specs(SelectionConfig(candidates=[MINILM_1]), champion) == [MINILM_1, "champion"]
@@ -196,14 +200,14 @@ def test_champion_is_probed_from_its_model_directory(demo_splits, tmp_path):
 def test_no_usable_candidate_fails_with_every_reason(demo_splits, unusable_dirs, tmp_path):
     config = SelectionConfig(candidates=[str(unusable_dirs["broken"]), "champion"], probe_rows=60)
     with pytest.raises(StageError, match=r"^selection: no usable candidate: .*not valid JSON.*no champion"):
-        select_model(demo_splits, config, tmp_path)
+        select_model(demo_splits, config, tmp_path, None, TEXT_TASK)
     assert json.loads((tmp_path / "selection.json").read_text())["chosen"] is None
 
 
 def test_a_spent_budget_excludes_candidates_not_yet_probed(demo_splits, tmp_path):
     config = SelectionConfig(candidates=[MINILM_1], probe_rows=60, budget_seconds=0.001)
     with pytest.raises(StageError, match="budget_seconds"):
-        select_model(demo_splits, config, tmp_path)
+        select_model(demo_splits, config, tmp_path, None, TEXT_TASK)
 
 
 def _probed(name: str, score: float, parameters: int, latency: float) -> CandidateResult:

@@ -29,16 +29,17 @@ from tuneops.components.checkpoints import load_for_classification, packaged_mod
 from tuneops.components.config import TrainingConfig, load_config
 from tuneops.components.data.loading import LABEL
 from tuneops.components.errors import ConfigError, DataError
+from tuneops.components.device import resolve_device, select_precision
 from tuneops.components.predictor import Predictor
-from tuneops.components.training.finetune import TrainedModel, finetune
+from tuneops.components.tasks.base import EncodedInputs
+from tuneops.components.tasks.registry import get_task
 from tuneops.components.training.batching import (
-    EncodedRows,
     StepDataset,
     balanced_class_weights,
     epoch_batches,
     micro_batches,
 )
-from tuneops.components.device import resolve_device, select_precision
+from tuneops.components.training.finetune import TrainedModel, finetune
 from tuneops.components.training.runtime import (
     DistributedContext,
     FlopsShape,
@@ -52,6 +53,7 @@ from tuneops.components.training.runtime import (
 from tuneops.components.training.transfer import freeze
 
 REPO = Path(__file__).resolve().parents[2]
+TASK = get_task("text-classification")
 CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
 # Small enough for a shared 2-core machine; one thread per process because oversubscribed cores
 # make every step several times slower (measured), not because the result depends on it.
@@ -94,7 +96,7 @@ def splits():
 def reference(splits, tmp_path_factory) -> TrainedModel:
     train, validation, labels = splits
     output = tmp_path_factory.mktemp("reference") / "model"
-    return finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), output)
+    return finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), output, task=TASK)
 
 
 # ------------------------------------------------------------------------------ whole runs
@@ -151,7 +153,7 @@ def test_frozen_embeddings_stay_as_pretrained(reference):
 
 def test_same_data_config_and_seed_give_identical_results(reference, splits, tmp_path):
     train, validation, labels = splits
-    again = finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), tmp_path / "model")
+    again = finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), tmp_path / "model", task=TASK)
     assert [row["train_loss"] for row in again.history] == [row["train_loss"] for row in reference.history]
     assert again.best_validation == reference.best_validation
     first = load_file(str(reference.path / "model.safetensors"))
@@ -163,12 +165,12 @@ KILLABLE_RUN = """
 import json, sys, time
 from pathlib import Path
 from tuneops.components.config import TrainingConfig
-from tests.code.test_training import CHECKPOINT, tiny_splits
+from tests.code.test_training import CHECKPOINT, TASK, tiny_splits
 from tuneops.components.training.finetune import finetune
 train, validation, labels = tiny_splits()
 # Slow each step down so the test can kill the process between two checkpoints.
 finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**json.loads(sys.argv[1])), Path(sys.argv[2]),
-         progress=lambda step, total, loss: time.sleep(0.5))
+         task=TASK, progress=lambda step, total, loss: time.sleep(0.5))
 """
 
 
@@ -191,17 +193,17 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(reference, s
 
     changed = TrainingConfig(**(TINY | {"learning_rate": TINY["learning_rate"] / 2}))
     with pytest.raises(ConfigError, match="cannot resume"):
-        finetune(train, validation, labels, CHECKPOINT, changed, output, resume=True)
+        finetune(train, validation, labels, CHECKPOINT, changed, output, task=TASK, resume=True)
 
-    caplog.set_level(logging.INFO, logger="tuneops.components.training.finetune")
-    resumed = finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), output, resume=True)
+    caplog.set_level(logging.INFO, logger="tuneops.components.training")
+    resumed = finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), output, task=TASK, resume=True)
     assert resumed.resumed_from_step is not None and resumed.resumed_from_step >= TINY["checkpoint_every_steps"]
     assert "resuming from checkpoint" in caplog.text
     # Exact continuation: weights, optimizer, schedule, data position and dropout streams restored.
     assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in reference.history]
     assert resumed.best_validation == reference.best_validation
 
-    finished = finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), output, resume=True)
+    finished = finetune(train, validation, labels, CHECKPOINT, TrainingConfig(**TINY), output, task=TASK, resume=True)
     assert finished.resumed_from_step == finished.steps == TINY["max_steps"]
     assert "already finished" in caplog.text
 
@@ -209,7 +211,7 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(reference, s
 def test_lora_adapter_trains_few_parameters_and_saves_a_plain_model(splits, tmp_path):
     train, validation, labels = splits
     config = TrainingConfig(**(TINY | {"adapter": "lora", "max_steps": 3, "freeze_embeddings": False}))
-    result = finetune(train, validation, labels, CHECKPOINT, config, tmp_path / "model")
+    result = finetune(train, validation, labels, CHECKPOINT, config, tmp_path / "model", task=TASK)
     assert result.parameters["trainable"] < 0.05 * result.parameters["total"]
     saved = load_file(str(result.path / "model.safetensors"))
     assert not any("lora" in key for key in saved)
@@ -225,7 +227,7 @@ def test_labels_outside_the_label_set_are_a_one_line_data_error(splits, tmp_path
     broken = train.copy()
     broken.loc[0, LABEL] = "furious"
     with pytest.raises(DataError, match="'furious'"):
-        finetune(broken, validation, labels, CHECKPOINT, TrainingConfig(**TINY), tmp_path / "model")
+        finetune(broken, validation, labels, CHECKPOINT, TrainingConfig(**TINY), tmp_path / "model", task=TASK)
 
 
 # --------------------------------------------------------------------- decisions, unit-tested
@@ -293,15 +295,17 @@ def test_micro_batches_split_a_step_across_accumulation_and_processes():
 @pytest.mark.parametrize("world_size,accumulation", [(1, 1), (2, 1), (3, 2)])
 def test_the_loss_of_a_split_step_is_the_global_weighted_mean(world_size, accumulation):
     rng = np.random.default_rng(0)
-    rows = EncodedRows(input_ids=[[1] * int(n) for n in rng.integers(3, 20, 11)], labels=rng.integers(0, 3, 11))
+    lengths = rng.integers(3, 20, 11)
+    encoded = EncodedInputs(features=[[1] * int(n) for n in lengths], lengths=lengths)
+    targets = rng.integers(0, 3, 11)
     logits = torch.randn(11, 3)
-    weights = balanced_class_weights(rows.labels, 3)
+    weights = balanced_class_weights(targets, 3)
     expected = torch.nn.functional.cross_entropy(
-        logits, torch.from_numpy(rows.labels), weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=0.1)
+        logits, torch.from_numpy(targets), weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=0.1)
     batch = np.arange(11)
     total = 0.0
     for rank in range(world_size):
-        item = StepDataset(rows, [batch], accumulation, world_size, rank, 0, 1, weights)[0]
+        item = StepDataset(TASK, encoded, targets, [batch], accumulation, world_size, rank, 1, weights)[0]
         for micro, (indices, _) in zip(item["micro"], micro_batches(batch, accumulation, world_size, rank)):
             loss = torch.nn.functional.cross_entropy(
                 logits[indices], micro["labels"], weight=torch.tensor(weights, dtype=torch.float32),
@@ -316,7 +320,7 @@ def test_balanced_class_weights_upweight_rare_classes():
 
 
 def test_freezing_stops_gradients_to_embeddings_and_lower_layers():
-    _, model = load_for_classification(parse_spec(CHECKPOINT), ["a", "b"])
+    _, model = load_for_classification(parse_spec(CHECKPOINT), ["a", "b"], TASK)
     freeze(model, embeddings=True, layers=1)
     layers = transformer_layers(model)
     assert not any(p.requires_grad for p in model.base_model.embeddings.parameters())
@@ -347,9 +351,10 @@ def test_training_settings_are_checked_when_loaded():
 
 def test_a_resume_without_checkpoint_starts_from_step_zero_and_says_so(splits, tmp_path, caplog):
     train, validation, labels = splits
-    caplog.set_level(logging.INFO, logger="tuneops.components.training.finetune")
+    caplog.set_level(logging.INFO, logger="tuneops.components.training")
     config = TrainingConfig(**(TINY | {"max_steps": 2}))
-    result = finetune(train, validation, labels, CHECKPOINT, config, tmp_path / "model", resume=True)
+    result = finetune(train, validation, labels, CHECKPOINT, config, tmp_path / "model", task=TASK, resume=True)
     assert result.resumed_from_step is None and result.steps == 2
     assert "no checkpoint" in caplog.text
     assert math.isfinite(result.first_loss) and math.isfinite(result.last_loss)
+

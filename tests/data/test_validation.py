@@ -19,7 +19,10 @@ from tuneops.components.config import PipelineConfig, ValidationConfig, load_con
 from tuneops.components.data.loading import DatasetSplits, load_data
 from tuneops.components.data.demo import generate_reviews
 from tuneops.components.errors import ConfigError, DataError, TuneopsError
+from tuneops.components.tasks.registry import get_task
 from tuneops.components.validation.validate import ValidationReport, blocking_message, validate_data
+
+TASK = get_task("text-classification")
 
 # 600 demo rows split to ~450/60/90: no duplicate or shared texts, ~100+ rows per class.
 ROWS = 600
@@ -38,8 +41,8 @@ def config_for(path: Path, *overrides: str) -> PipelineConfig:
 def validate_file(path: Path, tmp_path: Path, *overrides: str) -> ValidationReport:
     """Load a data file like the flow does and validate it; loader errors propagate."""
     config = config_for(path, *overrides)
-    splits = load_data(config.data, tmp_path / "demo")
-    return validate_data(splits, config.validation, tmp_path / "validation")
+    splits = load_data(config.data, tmp_path / "demo", TASK)
+    return validate_data(splits, config.validation, tmp_path / "validation", None, TASK)
 
 
 def write_csv(tmp_path: Path, frame: pd.DataFrame, name: str = "data.csv") -> Path:
@@ -297,9 +300,9 @@ def test_quoted_fields_with_embedded_newlines_are_kept(tmp_path):
     frame.loc[frame.index % 7 == 0, "text"] = frame["text"] + '\nSecond line, with a comma and "quotes".'
     path = write_csv(tmp_path, frame)
     config = config_for(path)
-    splits = load_data(config.data, tmp_path / "demo")
+    splits = load_data(config.data, tmp_path / "demo", TASK)
     assert sum(s["text"].str.contains("\nSecond line").sum() for _, s in splits.items()) == (frame.index % 7 == 0).sum()
-    report = validate_data(splits, config.validation, tmp_path / "validation")
+    report = validate_data(splits, config.validation, tmp_path / "validation", None, TASK)
     assert report.passed, report.summary_lines()
 
 
@@ -323,7 +326,7 @@ def splits_of(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame,
     return DatasetSplits(
         train=train.reset_index(drop=True), validation=validation.reset_index(drop=True),
         test=test.reset_index(drop=True), group_columns=GROUPS, source="test", fingerprint="test",
-        declared_labels=labels,
+        input_column=TASK.input_column, declared_labels=labels,
     )
 
 
@@ -336,12 +339,12 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 def test_leakage_between_train_and_test(tmp_path, frames):
     train, validation, test = frames
     test = pd.concat([test.iloc[:-10], train.iloc[:10]])  # 10 test rows copied from train
-    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path)
+    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path, None, TASK)
     leak = failed(report)["leakage"]
     assert [(o.split, o.failing_rows) for o in leak] == [("test", 10)]
     assert leak[0].examples[0].startswith(repr(train["text"].iloc[0])[:20])
     relaxed = ValidationConfig(max_leakage_rate=0.2)
-    assert validate_data(splits_of(train, validation, test), relaxed, tmp_path).passed
+    assert validate_data(splits_of(train, validation, test), relaxed, tmp_path, None, TASK).passed
 
 
 def test_declared_labels_are_enforced_on_every_split(tmp_path, frames):
@@ -349,7 +352,7 @@ def test_declared_labels_are_enforced_on_every_split(tmp_path, frames):
     test = test.copy()
     test.iloc[:3, test.columns.get_loc("label")] = "Positive"
     splits = splits_of(train, validation, test, labels=["negative", "neutral", "positive"])
-    report = validate_data(splits, ValidationConfig(), tmp_path)
+    report = validate_data(splits, ValidationConfig(), tmp_path, None, TASK)
     outside = failed(report)["label_in_set"]
     assert [(o.split, o.failing_rows) for o in outside] == [("test", 3)]
     assert outside[0].examples == ["'Positive' x3"]
@@ -359,7 +362,8 @@ def test_declared_labels_are_enforced_on_every_split(tmp_path, frames):
 def test_labels_of_a_previous_run_are_enforced(tmp_path, frames):
     train, validation, test = frames
     report = validate_data(
-        splits_of(train, validation, test), ValidationConfig(), tmp_path, previous_labels=["negative", "positive"]
+        splits_of(train, validation, test), ValidationConfig(), tmp_path, previous_labels=["negative", "positive"],
+        task=TASK,
     )
     assert report.label_source == "previous run"
     changed = failed(report)["label_set_unchanged"][0]
@@ -367,7 +371,7 @@ def test_labels_of_a_previous_run_are_enforced(tmp_path, frames):
     assert "label_in_set" in failed(report)
     same = validate_data(
         splits_of(train, validation, test), ValidationConfig(), tmp_path,
-        previous_labels=["negative", "neutral", "positive"],
+        previous_labels=["negative", "neutral", "positive"], task=TASK,
     )
     assert same.passed
 
@@ -375,7 +379,7 @@ def test_labels_of_a_previous_run_are_enforced(tmp_path, frames):
 def test_minimum_examples_per_class_counts_declared_classes_missing_from_train(tmp_path, frames):
     train, validation, test = frames
     splits = splits_of(train, validation, test, labels=["negative", "neutral", "positive", "mixed"])
-    report = validate_data(splits, ValidationConfig(), tmp_path)
+    report = validate_data(splits, ValidationConfig(), tmp_path, None, TASK)
     small = failed(report)["min_examples_per_class"][0]
     assert small.failing_rows == 1 and small.examples == ["'mixed' (0)"]
 
@@ -385,7 +389,9 @@ def test_class_imbalance_is_a_warning_by_default(tmp_path, frames):
     rare = train[train["label"] == "neutral"].iloc[:21]
     train = pd.concat([train[train["label"] != "neutral"]] * 2 + [rare])
     train = train.assign(text=[f"{t} #{i}" for i, t in enumerate(train["text"])])  # keep texts distinct
-    report = validate_data(splits_of(train, validation, test), ValidationConfig(max_class_imbalance=5), tmp_path)
+    report = validate_data(
+        splits_of(train, validation, test), ValidationConfig(max_class_imbalance=5), tmp_path, None, TASK
+    )
     assert report.passed  # a warning does not block
     warning = report.warnings[0]
     assert warning.name == "class_imbalance" and warning.examples[0].startswith("'neutral' 21 vs 'positive'")
@@ -407,12 +413,12 @@ def test_text_encoding_problems(tmp_path, frames, check, bad_text, blocks):
     train, validation, test = frames
     train = train.copy()
     train.iloc[:20, train.columns.get_loc("text")] = [f"{bad_text} {i}" for i in range(20)]  # 3.6% of train
-    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path)
+    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path, None, TASK)
     problem = failed(report)[check][0]
     assert (problem.split, problem.failing_rows) == ("train", 20)
     assert problem.severity == ("block" if blocks else "warn")
     assert report.passed is (not blocks)
-    clean = validate_data(splits_of(*frames), ValidationConfig(), tmp_path)
+    clean = validate_data(splits_of(*frames), ValidationConfig(), tmp_path, None, TASK)
     assert check not in failed(clean)
 
 
@@ -421,7 +427,7 @@ def test_blank_text_and_group_column_mostly_null(tmp_path, frames):
     train = train.copy()
     train.iloc[:2, train.columns.get_loc("text")] = ["   ", "\t\n"]
     train.iloc[: len(train) // 2, train.columns.get_loc("region")] = None
-    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path)
+    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path, None, TASK)
     assert failed(report)["text_not_blank"][0].failing_rows == 2
     group = failed(report)["group_not_mostly_null"][0]
     assert group.column == "region" and group.severity == "warn" and group.failing_rows == len(train) // 2
@@ -429,7 +435,7 @@ def test_blank_text_and_group_column_mostly_null(tmp_path, frames):
 
 def test_an_empty_split_is_reported_not_raised(tmp_path, frames):
     train, validation, test = frames
-    report = validate_data(splits_of(train, validation, test.iloc[:0]), ValidationConfig(), tmp_path)
+    report = validate_data(splits_of(train, validation, test.iloc[:0]), ValidationConfig(), tmp_path, None, TASK)
     assert [o.split for o in failed(report)["split_not_empty"]] == ["test"]
 
 
@@ -437,10 +443,10 @@ def test_severity_overrides_warn_and_off(tmp_path, frames):
     train, validation, test = frames
     test = pd.concat([test.iloc[:-10], train.iloc[:10]])
     warn = ValidationConfig(severity={"leakage": "warn"})
-    report = validate_data(splits_of(train, validation, test), warn, tmp_path)
+    report = validate_data(splits_of(train, validation, test), warn, tmp_path, None, TASK)
     assert report.passed and [o.name for o in report.warnings] == ["leakage"]
     off = ValidationConfig(severity={"leakage": "off"})
-    report = validate_data(splits_of(train, validation, test), off, tmp_path)
+    report = validate_data(splits_of(train, validation, test), off, tmp_path, None, TASK)
     assert report.passed and not [o for o in report.results if o.name == "leakage"]
     with pytest.raises(ConfigError, match="did you mean leakage"):
         load_config(overrides=["validation.severity.leakge=warn"])
@@ -450,7 +456,7 @@ def test_blocking_message_is_one_line_naming_check_column_rows_and_examples(tmp_
     train, validation, test = frames
     test = test.copy()
     test.iloc[:14, test.columns.get_loc("label")] = ["pos"] * 12 + ["neg"] * 2
-    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path)
+    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path, None, TASK)
     message = blocking_message(report)
     assert "\n" not in message and report.summary_line == message
     assert message.startswith("validation: 1 blocking check failed: label values in set (label: test 14 rows")
@@ -500,3 +506,35 @@ def test_run_validate_returns_codes_without_the_cli(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "validation.json").exists()
     with pytest.raises(TuneopsError):
         run_validate(config_for(tmp_path / "missing.csv"), tmp_path / "out2")
+
+
+def test_validate_command_enforces_the_champions_label_set(tmp_path, monkeypatch):
+    """``tuneops validate`` checks the champion's labels as ``tuneops run`` does: data with a
+    label the champion does not know is blocked once a champion exists, and passes before."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from tuneops.components import registry
+    from tuneops.components.checkpoints import packaged_model_dir
+    from tuneops.components.predictor import Predictor
+    from tuneops.flows.validate_command import run_validate
+
+    monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path / "home"))
+    config = config_for(write_csv(tmp_path, reviews()))
+    assert run_validate(config, tmp_path / "before") == 0  # no champion yet: the label set is free
+
+    champion_labels = ["negative", "positive"]  # the data also has "neutral"
+    tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("all-MiniLM-L6-v2"))
+    tiny = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, num_labels=2, id2label=dict(enumerate(champion_labels)),
+                      label2id={label: index for index, label in enumerate(champion_labels)})
+    model_dir = Predictor(BertForSequenceClassification(tiny), tokenizer, champion_labels, task=TASK,
+                          max_length=32).save(tmp_path / "champion", extra={"base_checkpoint": "tiny-test-bert"})
+    reference = pd.DataFrame({"text": ["good", "bad"], "label": champion_labels})
+    release = registry.package_model(model_dir, {"run_id": "champion-run", "labels": champion_labels}, reference)
+    registry.set_champion(release.tag)
+
+    assert run_validate(config, tmp_path / "after") == 1
+    saved = ValidationReport.model_validate_json((tmp_path / "after" / "validation.json").read_text())
+    assert saved.label_source == "previous run" and saved.labels == champion_labels
+    changed = failed(saved)["label_set_unchanged"][0]
+    assert changed.severity == "block" and "new 'neutral'" in changed.examples

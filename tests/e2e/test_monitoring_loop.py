@@ -307,24 +307,24 @@ def make_champion() -> str:
     configure_environment()
     from tuneops.components import registry
     from tuneops.components.config import PACKAGED_MINILM, load_config
-    from tuneops.components.data.loading import LABEL, TEXT, as_validated, load_data
+    from tuneops.components.data.loading import as_validated, load_data
+    from tuneops.components.monitoring.reference import reference_sample
     from tuneops.components.paths import demo_dir, tuneops_home
     from tuneops.components.predictor import Predictor
+    from tuneops.components.tasks.registry import get_task
     from tuneops.components.training.finetune import finetune
 
     config = load_config(None, ["data.max_rows=300", "training.max_steps=8", "training.batch_size=16"])
-    splits = as_validated(load_data(config.data, demo_dir()))
+    task = get_task(config.task)
+    splits = as_validated(load_data(config.data, demo_dir(), task))
     trained = finetune(splits.train, splits.validation, splits.labels, PACKAGED_MINILM, config.training,
-                       tuneops_home() / "fixture-model" / "model")
-    predictor = Predictor.from_dir(trained.path)
-    reference = splits.train.reset_index(drop=True).copy()
-    probabilities = predictor.predict_proba(reference[TEXT].tolist())
-    reference["prediction"] = [predictor.labels[i] for i in probabilities.argmax(1)]
-    reference["score"] = probabilities.max(1)
+                       tuneops_home() / "fixture-model" / "model", task=task)
+    # Every training row, as packaging keeps them: the reference monitoring compares traffic with.
+    reference = reference_sample(splits.train, Predictor.from_dir(trained.path), len(splits.train), seed=0)
     release = registry.package_model(trained.path, {
         "run_id": "monitoring-fixture", "labels": splits.labels, "gate": "promote",
         "metrics": {}, "data_fingerprint": splits.fingerprint, "base_checkpoint": PACKAGED_MINILM,
-    }, reference[[TEXT, LABEL, "prediction", "score", *splits.group_columns]])
+    }, reference)
     registry.set_champion(release.tag)
     return release.tag
 

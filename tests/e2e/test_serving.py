@@ -68,13 +68,14 @@ def tuneops_home(home: Path):
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory) -> Path:
+    from tuneops.components.tasks.registry import get_task
     from tuneops.components.training.finetune import finetune
 
     frame = generate_reviews(360, seed=5)
     labels = sorted(frame["label"].unique())
     config = TrainingConfig(max_steps=20, batch_size=8, max_length=64, eval_every_steps=20, learning_rate=1e-4)
     trained = finetune(frame.iloc[:300], frame.iloc[300:], labels, "packaged:all-MiniLM-L6-v2", config,
-                       tmp_path_factory.mktemp("serving-model"))
+                       tmp_path_factory.mktemp("serving-model"), task=get_task("text-classification"))
     assert trained.last_loss < trained.first_loss
     return trained.path
 

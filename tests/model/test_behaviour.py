@@ -8,16 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuneops.components.tasks.registry import get_task
-TEXT_TASK = get_task("text-classification")
-from tuneops.components.evaluation.behaviour import run_behavioural_checks
 from tuneops.components.checkpoints import load_for_classification, parse_spec
 from tuneops.components.config import PACKAGED_MINILM, EvaluationConfig, GateConfig, validate_config
 from tuneops.components.data.demo import generate_drifted_texts
+from tuneops.components.evaluation.behaviour import run_behavioural_checks
 from tuneops.components.evaluation.drift import compute_drift
 from tuneops.components.evaluation.evaluate import evaluate
 from tuneops.components.evaluation.gate import decide
 from tuneops.components.predictor import Predictor
+from tuneops.components.tasks.registry import get_task
+
+TEXT_TASK = get_task("text-classification")
 
 # Small samples keep each evaluate() call to seconds on a CPU; the code paths are the full ones.
 QUICK = EvaluationConfig(bootstrap_samples=50, drift_sample_rows=120, behavioural_sample_rows=30)
@@ -25,7 +26,7 @@ QUICK = EvaluationConfig(bootstrap_samples=50, drift_sample_rows=120, behavioura
 
 def test_finetuned_model_passes_the_builtin_behavioural_checks(finetuned, demo_splits):
     texts = demo_splits.test["text"].tolist()
-    results = run_behavioural_checks(finetuned, texts, finetuned.predict_proba(texts), QUICK)
+    results = run_behavioural_checks(finetuned, texts, finetuned.predict_proba(texts), QUICK, finetuned.task)
     kinds = {result.kind for result in results}
     assert kinds == {"invariance", "directional", "minimum"}
     for result in results:
@@ -43,7 +44,7 @@ def test_configured_cases_judge_the_model_as_written(finetuned):
         {"kind": "invariance", "name": "punctuation", "texts": ["Great scarf, exactly as described."],
          "perturbation": "punctuation"},
     ]}}).evaluation
-    results = {r.name: r for r in run_behavioural_checks(finetuned, [], np.zeros((0, 3)), config)}
+    results = {r.name: r for r in run_behavioural_checks(finetuned, [], np.zeros((0, 3)), config, finetuned.task)}
     assert results["praise"].pass_rate == 1.0
     assert results["wrong on purpose"].pass_rate == 0.0
     assert results["wrong on purpose"].failures == [
@@ -74,7 +75,7 @@ def test_evaluate_writes_every_report(finetuned, demo_splits, tmp_path):
 def test_drifted_traffic_moves_the_models_own_embeddings(finetuned, demo_splits, tmp_path):
     reference = demo_splits.train.sample(150, random_state=0)
     traffic = pd.DataFrame({"text": generate_drifted_texts(40)})
-    result = compute_drift(reference, traffic, tmp_path, predictor=finetuned, title="traffic")
+    result = compute_drift(reference, traffic, tmp_path, finetuned.task, predictor=finetuned, title="traffic")
     assert result.details["embedding"]["drifted"] is True
     assert "prediction" in result.details
     assert result.drift_share >= 0.5
@@ -86,7 +87,7 @@ def untrained_dir(tmp_path_factory, demo_splits):
     import torch
 
     torch.manual_seed(0)
-    tokenizer, model = load_for_classification(parse_spec(PACKAGED_MINILM), demo_splits.labels)
+    tokenizer, model = load_for_classification(parse_spec(PACKAGED_MINILM), demo_splits.labels, TEXT_TASK)
     directory = tmp_path_factory.mktemp("untrained") / "model"
     Predictor(model, tokenizer, demo_splits.labels, task=TEXT_TASK, max_length=64).save(directory)
     return directory

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tuneops.components.data.loading import LABEL, TEXT
+from tuneops.components.data.columns import LABEL
 from tuneops.components.errors import DataError
+from tuneops.components.metrics import classification_metrics
+from tuneops.components.tasks.text import TEXT
 
 # Word uni- and bigrams with sublinear term frequency: the standard strong TF-IDF text baseline.
 _NGRAMS = (1, 2)
@@ -27,6 +29,8 @@ class TfidfBaseline:
 
     pipeline: object  # sklearn Pipeline(tfidf, logreg)
     labels: list[str]
+    name = "tf-idf + logistic regression"
+    architecture = "TfidfVectorizer + LogisticRegression"
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, shape (len(texts), len(labels)), columns in the order of ``labels``.
@@ -52,15 +56,9 @@ class TfidfBaseline:
 
     def score(self, frame: pd.DataFrame) -> dict[str, float]:
         """Accuracy, macro-F1 and weighted-F1 on a frame with ``text`` and ``label`` columns."""
-        from sklearn.metrics import accuracy_score, f1_score
-
-        truth = frame[LABEL].astype(str).tolist()
-        predicted = self.predict(frame[TEXT].astype(str).tolist())
-        return {
-            "accuracy": float(accuracy_score(truth, predicted)),
-            "macro_f1": float(f1_score(truth, predicted, labels=self.labels, average="macro", zero_division=0)),
-            "weighted_f1": float(f1_score(truth, predicted, labels=self.labels, average="weighted", zero_division=0)),
-        }
+        scores = classification_metrics(frame[LABEL].astype(str).tolist(),
+                                        self.predict_proba(frame[TEXT].tolist()), self.labels)
+        return {name: scores[name] for name in ("accuracy", "macro_f1", "weighted_f1")}
 
 
 def train_baseline(train_df: pd.DataFrame, labels: list[str] | None = None) -> TfidfBaseline:

@@ -1,0 +1,20 @@
+"""The score floor: the task's classical baseline (a cheap model, such as TF-IDF + logistic
+regression) fitted on the training split and scored on the test split. With no champion yet, the gate asks the first
+fine-tuned model to beat it (``gate.require_beat_baseline``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneops.components.data.columns import LABEL
+from tuneops.components.data.loading import DatasetSplits
+from tuneops.components.metrics import classification_metrics
+from tuneops.components.tasks.base import Task
+
+
+def score_floor(splits: DatasetSplits, task: Task, bins: int) -> dict[str, Any]:
+    """``classification_metrics`` of ``task.baseline(splits.train)`` on ``splits.test``, with
+    ``bins`` calibration bins (``evaluation.calibration_bins``) for its ECE."""
+    floor = task.baseline(splits.train)
+    probabilities = floor.predict_proba(splits.test[task.input_column].tolist())
+    return classification_metrics(splits.test[LABEL].tolist(), probabilities, floor.labels, bins)
