@@ -208,7 +208,8 @@ def render_index(summary: dict[str, Any], lineage: dict[str, Any]) -> str:
     )
     metrics = summary.get("metrics") or {}
     metric_rows = "".join(
-        f"<tr><td>{esc(k)}</td><td class='num'>{v:.4f}</td></tr>" if isinstance(v, (int, float)) else ""
+        f"<tr><td>{esc(k)}</td><td class='num'>{v:,}</td></tr>" if isinstance(v, int)
+        else f"<tr><td>{esc(k)}</td><td class='num'>{v:.4f}</td></tr>" if isinstance(v, float) else ""
         for k, v in metrics.items()
     )
     gate = summary.get("gate") or {}

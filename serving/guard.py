@@ -17,7 +17,7 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from tuneops.components.config import ServingConfig
-from tuneops.components.tasks.base import REQUEST_ID
+from tuneops.components.request_context import REQUEST_ID
 from tuneops.serving.metrics import service_metrics
 
 Scope = dict[str, Any]

@@ -12,7 +12,6 @@ decoded pictures), always as a plain ``list``.
 
 from __future__ import annotations
 
-import contextvars
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -25,12 +24,6 @@ if TYPE_CHECKING:
     from tuneops.components.config import BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig
     from tuneops.components.config import ValidationConfig
     from tuneops.components.validation.checks import InputChecks
-
-# The id of the HTTP request whose body is being parsed: serving's request guard sets it, and a
-# task's request model stamps it on every input, so that a batch mixing the inputs of many
-# requests logs each prediction under its own request.
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tuneops_request_id", default=None)
-
 
 @dataclass
 class EncodedInputs:

@@ -14,18 +14,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tuneops.components.tasks.base import Baseline, EncodedInputs, Task
 from tuneops.components.tasks.text import TEXT
 from tuneops.components.tasks.text.inspection import TOKENIZER_FILES, inspect_tokenizer
-from tuneops.components.tasks.base import Baseline, EncodedInputs, Task
 
 if TYPE_CHECKING:
-    from tuneops.components.config import BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig
-    from tuneops.components.config import ValidationConfig
+    from tuneops.components.config import (BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig,
+                                           ValidationConfig)
     from tuneops.components.validation.checks import InputChecks
 
 
-
 class TextClassification(Task):
+    """Sequence classification of strings (reviews, tickets, messages, questions)."""
+
     name = "text-classification"
     input_column = TEXT
     input_noun = "text"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from tuneops.components.tasks.base import REQUEST_ID
+from tuneops.components.request_context import REQUEST_ID
 
 if TYPE_CHECKING:
     from tuneops.components.config import ServingConfig
