@@ -107,7 +107,7 @@ class TuneopsClassifier:
         """Inputs per forward pass (the predictor orders the batch by cost before splitting it)."""
         if self.config.forward_batch_size:
             return self.config.forward_batch_size
-        return self.config.max_batch_size if predictor.device == "cuda" else CPU_FORWARD_BATCH
+        return self.config.max_batch_size if predictor.device.startswith("cuda") else CPU_FORWARD_BATCH
 
     def _record(self, records: list[dict], model_tag: str) -> None:
         """Log the batch and count it. A full disk must not take predictions down with it:

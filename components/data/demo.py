@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuneops.components.files import atomic_write_text
+
 LABELS = ("negative", "neutral", "positive")
 REGIONS = ("north_america", "europe", "asia_pacific", "latin_america")
 # Unequal region shares, as real traffic has: slices of different support.
@@ -171,10 +173,8 @@ def write_demo_dataset(directory: Path, rows: int = 3600, seed: int = 7) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"reviews-{rows}-{seed}.csv"
     if not target.exists():
-        frame = generate_reviews(rows=rows, seed=seed)
-        partial = target.with_suffix(".csv.partial")
-        frame.to_csv(partial, index=False)
-        partial.replace(target)
+        # Atomic: two runs starting at once on a new home both write it, neither reads half of it.
+        atomic_write_text(target, generate_reviews(rows=rows, seed=seed).to_csv(index=False))
     return target
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from tuneops.components.device import resolve_device
 from tuneops.components.errors import TuneopsError
 from tuneops.components.training.engine import train_in_process
+from tuneops.components.training.run_setup import RunRequest
 from tuneops.components.training.handover import INIT_METHOD_VARIABLE, inputs_dir, read_settings, read_splits
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             joined = True
         champion_dir = Path(settings.champion_dir) if settings.champion_dir else None
-        result = train_in_process(train, validation, settings.labels, settings.checkpoint, settings.training,
-                                  arguments.output_dir, task=task, champion_dir=champion_dir, resume=arguments.resume)
+        request = RunRequest(train=train, validation=validation, labels=settings.labels, checkpoint=settings.checkpoint,
+                             config=settings.training, output_dir=Path(arguments.output_dir), task=task,
+                             champion_dir=champion_dir)
+        result = train_in_process(request, resume=arguments.resume)
         if rank == 0:
             resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
             print(f"trained {result.steps} steps on {result.world_size} process(es){resumed}: {result.path}")

@@ -23,12 +23,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 
-from tuneops.components.config import TrainingConfig
 from tuneops.components.device import autocast
 from tuneops.components.errors import ConfigError
-from tuneops.components.tasks.base import Task
 from tuneops.components.training.batching import StepDataset, epoch_batches
 from tuneops.components.training.checkpoint import (
     TrainingState,
@@ -51,32 +48,21 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, float], None]
 
 
-def train_in_process(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    labels: list[str],
-    checkpoint: str,
-    config: TrainingConfig,
-    output_dir: Path,
-    *,
-    task: Task,
-    progress: ProgressCallback | None = None,
-    champion_dir: Path | None = None,
-    resume: bool = False,
-) -> TrainedModel:
+def train_in_process(request: RunRequest, *, progress: ProgressCallback | None = None,
+                     resume: bool = False) -> TrainedModel:
     """Run the fine-tune in this process (alone, or as one rank of an initialised process group).
 
-    Arguments as ``tuneops.components.training.finetune.finetune``; ``config.processes`` is not
-    looked at here (the launcher reads it).
+    As ``tuneops.components.training.finetune.finetune``; ``config.processes`` is not looked at
+    here (the launcher reads it).
     """
     import torch
 
     started = time.perf_counter()
-    check_request(train, labels)
-    request = RunRequest(train=train, validation=validation, labels=list(labels), checkpoint=checkpoint,
-                         config=config, output_dir=Path(output_dir), task=task, champion_dir=champion_dir)
+    config = request.config
+    check_request(request.train, request.labels)
     context = distributed_context()
-    fingerprint = run_fingerprint(config, checkpoint, request.labels, train, validation, task.input_column)
+    fingerprint = run_fingerprint(config, request.checkpoint, request.labels, request.train, request.validation,
+                                  request.task.input_column)
     checkpoints = checkpoint_root(request.output_dir)
     if resume:
         finished = finished_model(request.output_dir, fingerprint)

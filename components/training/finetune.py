@@ -17,7 +17,7 @@ from tuneops.components.tasks.base import Task
 from tuneops.components.training.engine import ProgressCallback, train_in_process
 from tuneops.components.training.launcher import launch_local
 from tuneops.components.training.outputs import SUMMARY_FILE, TrainedModel
-from tuneops.components.training.run_setup import check_request
+from tuneops.components.training.run_setup import RunRequest, check_request
 from tuneops.components.training.runtime import distributed_context
 
 __all__ = ["SUMMARY_FILE", "ProgressCallback", "TrainedModel", "finetune"]
@@ -50,10 +50,9 @@ def finetune(
     Raises DataError for labels outside ``labels``, ConfigError for settings the model or
     hardware cannot honour, StageError when a distributed run fails.
     """
-    output_dir = Path(output_dir)
     check_request(train, labels)
+    request = RunRequest(train=train, validation=validation, labels=list(labels), checkpoint=checkpoint,
+                         config=config, output_dir=Path(output_dir), task=task, champion_dir=champion_dir)
     if config.processes > 1 and not distributed_context().enabled:
-        return launch_local(train, validation, labels, checkpoint, config, output_dir, task=task,
-                            champion_dir=champion_dir, resume=resume)
-    return train_in_process(train, validation, labels, checkpoint, config, output_dir, task=task,
-                            progress=progress, champion_dir=champion_dir, resume=resume)
+        return launch_local(request, resume=resume)
+    return train_in_process(request, progress=progress, resume=resume)

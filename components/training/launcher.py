@@ -19,34 +19,32 @@ import time
 import uuid
 from pathlib import Path
 
-import pandas as pd
 
-from tuneops.components.config import TrainingConfig
 from tuneops.components.errors import StageError
 from tuneops.components.paths import SOURCE_ROOT
 from tuneops.components.process_guard import die_with_parent
-from tuneops.components.tasks.base import Task
 from tuneops.components.training.handover import INIT_METHOD_VARIABLE, HandoverSettings, inputs_dir, write_handover
 from tuneops.components.training.outputs import TrainedModel
+from tuneops.components.training.run_setup import RunRequest
 
 logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "tuneops.components.training.distributed"
 
 
-def launch_local(train: pd.DataFrame, validation: pd.DataFrame, labels: list[str], checkpoint: str,
-                 config: TrainingConfig, output_dir: Path, *, task: Task, champion_dir: Path | None = None,
-                 resume: bool = False) -> TrainedModel:
-    """Run the fine-tune as ``config.processes`` local processes and return the result.
+def launch_local(request: RunRequest, *, resume: bool = False) -> TrainedModel:
+    """Run the fine-tune as ``request.config.processes`` local processes and return the result.
 
     Each process logs to ``distributed-inputs/rank<N>.log``; when one fails, the others are stopped
     and a StageError names the process and its last error line.
     """
-    processes = config.processes
+    processes = request.config.processes
+    output_dir = request.output_dir
     inputs = inputs_dir(output_dir)
-    settings = HandoverSettings(task=task.name, checkpoint=checkpoint, labels=list(labels), training=config,
-                                champion_dir=str(champion_dir) if champion_dir is not None else None)
-    write_handover(inputs, settings, train, validation, task.input_column)
+    champion_dir = str(request.champion_dir) if request.champion_dir is not None else None
+    settings = HandoverSettings(task=request.task.name, checkpoint=request.checkpoint, labels=request.labels,
+                                training=request.config, champion_dir=champion_dir)
+    write_handover(inputs, settings, request.train, request.validation, request.task.input_column)
     command = [sys.executable, "-m", WORKER_MODULE, "--inputs", str(inputs), "--output-dir", str(output_dir)]
     if resume:
         command.append("--resume")

@@ -238,7 +238,7 @@ def _sleeper(tmp_path: Path) -> subprocess.Popen:
 def test_down_stops_a_recorded_process_and_its_group(tmp_path, monkeypatch):
     import psutil
 
-    from tuneops.components.stack import processes, records, supervisor
+    from tuneops.components.stack import processes, supervisor
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack" / "logs").mkdir(parents=True)
@@ -260,7 +260,7 @@ def test_down_stops_a_recorded_process_and_its_group(tmp_path, monkeypatch):
 def test_down_leaves_alone_a_process_whose_pid_was_reused(tmp_path, monkeypatch):
     import psutil
 
-    from tuneops.components.stack import processes, records, supervisor
+    from tuneops.components.stack import records, supervisor
 
     monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
     (tmp_path / "stack").mkdir()
