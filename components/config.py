@@ -204,7 +204,12 @@ class EvaluationConfig(Section):
     length_buckets: list[int] = Field(default_factory=lambda: [40, 80, 160])
     # 500 training rows are enough for the drift tests and keep evaluate() near a minute on CPU.
     drift_sample_rows: int = Field(500, ge=50)
-    behavioural: list[BehaviouralCase] | None = Field(None, description="unset = built-in cases for the demo")
+    behavioural: list[BehaviouralCase] | None = Field(None, description="your own cases; unset = the built-in ones")
+    # The demo's hand-written review cases ("The charger broke after two days") say nothing about a
+    # user's tweets or tickets, and a gate must never fail a model on another domain's examples.
+    demo_cases: bool | None = Field(
+        None, description="the demo's directional / minimum review cases; unset = on for the embedded demo only"
+    )
     builtin_invariance: bool = Field(True, description="typo / casing / name-swap checks on test texts")
     behavioural_sample_rows: int = Field(80, ge=5, description="test texts perturbed per built-in check")
     min_fairness_class_support: int = Field(
@@ -290,6 +295,12 @@ class PipelineConfig(Section):
     gate: GateConfig = Field(default_factory=GateConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @model_validator(mode="after")
+    def _demo_cases_on_the_demo_only(self) -> "PipelineConfig":
+        if self.evaluation.demo_cases is None:
+            self.evaluation.demo_cases = self.data.path is None
+        return self
 
     def config_hash(self) -> str:
         """A short, stable hash of every setting, written into the lineage of each model."""

@@ -259,12 +259,29 @@ def test_behavioural_checks_on_a_real_classifier(demo, tfidf):
     texts = demo.test["text"].tolist()
     probabilities = tfidf.predict_proba(texts)
     results = {r.name: r for r in run_behavioural_checks(tfidf, texts, probabilities,
-                                                         EvaluationConfig(behavioural_sample_rows=40), TEXT_TASK)}
+                                                         EvaluationConfig(behavioural_sample_rows=40, demo_cases=True),
+                                                         TEXT_TASK)}
     assert {"typo invariance", "casing invariance", "name-swap invariance", "clear negative reviews"} <= set(results)
     assert {r.kind for r in results.values()} == {"invariance", "directional", "minimum"}
     for result in results.values():
         assert result.tested > 0 and 0 <= result.pass_rate <= 1
         assert len(result.failures) == min(5, result.tested - result.passed)
+
+
+def test_the_demo_cases_judge_the_demo_only(demo, tfidf):
+    """A user's data is never gated on the demo's hand-written product reviews, even when its labels
+    are the demo's (negative / neutral / positive): only the label-agnostic invariances run."""
+    from tuneops.components.config import PipelineConfig
+
+    assert PipelineConfig().evaluation.demo_cases is True
+    user = PipelineConfig.model_validate({"data": {"path": "tweets.csv"}})
+    assert user.evaluation.demo_cases is False
+    assert PipelineConfig.model_validate({"data": {"path": "x.csv"}, "evaluation": {"demo_cases": True}}).evaluation.demo_cases
+    texts = demo.test["text"].tolist()
+    results = run_behavioural_checks(tfidf, texts, tfidf.predict_proba(texts),
+                                     user.evaluation.model_copy(update={"behavioural_sample_rows": 40}), TEXT_TASK)
+    assert {r.kind for r in results} == {"invariance"}
+    assert not any("review" in r.name for r in results)
 
 
 def test_configured_cases_run_and_bad_ones_are_one_line_errors(tfidf):

@@ -21,7 +21,8 @@ from tuneops.components.tasks.registry import get_task
 TEXT_TASK = get_task("text-classification")
 
 # Small samples keep each evaluate() call to seconds on a CPU; the code paths are the full ones.
-QUICK = EvaluationConfig(bootstrap_samples=50, drift_sample_rows=120, behavioural_sample_rows=30)
+# demo_cases: the session's model is trained on the demo, whose own review cases apply to it.
+QUICK = EvaluationConfig(bootstrap_samples=50, drift_sample_rows=120, behavioural_sample_rows=30, demo_cases=True)
 
 
 def test_finetuned_model_passes_the_builtin_behavioural_checks(finetuned, demo_splits):

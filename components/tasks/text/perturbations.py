@@ -99,7 +99,7 @@ def builtin_cases(labels: list[str], texts: list[str], predicted: list[str], con
         if named:
             cases.append(BehaviouralCase(kind="invariance", name="name-swap invariance", texts=named,
                                          perturbation="names"))
-    if config.behavioural is None and _SENTIMENT <= set(labels):
+    if config.behavioural is None and config.demo_cases and _SENTIMENT <= set(labels):
         cases.extend(demo_cases(labels, texts, predicted, config, rng))
     return cases
 
