@@ -8,8 +8,10 @@ module only frames them, so a change of style or navigation is made once.
 from __future__ import annotations
 
 import functools
+import html
 import os
 from pathlib import Path
+from typing import Any
 
 from tuneops.components.files import atomic_write_text
 
@@ -56,3 +58,23 @@ def enclosing_run(directory: Path) -> Path | None:
         if (candidate / "summary.json").is_file():
             return candidate
     return None
+
+
+def html_table(headers: list[str], rows: list[list[Any]], classes: list[str | None] | None = None,
+               numeric: frozenset[int] | set[int] = frozenset()) -> str:
+    """An escaped HTML table: ``classes`` gives each row a CSS class of the page shell (ok, bad,
+    ...), ``numeric`` the column indices aligned as numbers (class ``num``)."""
+    escape = html.escape
+
+    def cell(tag: str, index: int, value: Any) -> str:
+        css = ' class="num"' if index in numeric else ""
+        return f"<{tag}{css}>{escape(str(value))}</{tag}>"
+
+    head = "".join(cell("th", index, title) for index, title in enumerate(headers))
+    row_classes = classes or [None] * len(rows)
+    body = "".join(
+        (f'<tr class="{escape(css)}">' if css else "<tr>") + "".join(cell("td", i, v) for i, v in enumerate(row))
+        + "</tr>"
+        for row, css in zip(rows, row_classes)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"

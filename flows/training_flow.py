@@ -64,8 +64,8 @@ def finetune_task(splits: DatasetSplits, checkpoint: str, config: PipelineConfig
 
 
 @prefect_task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(model_dir: Path, splits: DatasetSplits, config: PipelineConfig, output_dir: Path):
-    return evaluate(Predictor.from_dir(model_dir), splits, config.evaluation, output_dir)
+def evaluate_task(predictor: Predictor, splits: DatasetSplits, config: PipelineConfig, output_dir: Path):
+    return evaluate(predictor, splits, config.evaluation, output_dir)
 
 
 @prefect_task(name="score-baseline", cache_policy=NO_CACHE)
@@ -79,9 +79,8 @@ def gate_task(challenger, champion, baseline_metrics, config: PipelineConfig):
 
 
 @prefect_task(name="reference-sample", cache_policy=NO_CACHE)
-def reference_task(train: pd.DataFrame, model_dir: Path, config: PipelineConfig) -> pd.DataFrame:
-    return reference_sample(train, Predictor.from_dir(model_dir), config.evaluation.drift_sample_rows,
-                            config.data.split_seed)
+def reference_task(train: pd.DataFrame, predictor: Predictor, config: PipelineConfig) -> pd.DataFrame:
+    return reference_sample(train, predictor, config.evaluation.drift_sample_rows, config.data.split_seed)
 
 
 @prefect_task(name="package", cache_policy=NO_CACHE)
@@ -171,14 +170,17 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
             record.add_report(f"Learning curve ({name.rsplit('.', 1)[1]})", trained.path / name, "finetune")
 
     with stage("evaluate"):
-        challenger = evaluate_task(trained.path, splits, config, directory / "evaluation")
+        # Loaded once: evaluation and the reference sample for monitoring score with the same model.
+        challenger_model = Predictor.from_dir(trained.path)
+        challenger = evaluate_task(challenger_model, splits, config, directory / "evaluation")
         for title, path in challenger.reports():
             record.add_report(title, path, "evaluate")
         record.fields["metrics"] = challenger.metrics
         champion_report = None
         if champion_dir is not None:
             # The champion is re-scored on this run's test data, never trusted from its old numbers.
-            champion_report = evaluate_task(champion_dir, splits, config, directory / "champion_evaluation")
+            champion_report = evaluate_task(Predictor.from_dir(champion_dir), splits, config,
+                                            directory / "champion_evaluation")
             record.fields["champion"] = {"tag": champion.tag if champion else None,
                                          "metrics": champion_report.metrics}
         baseline_metrics = baseline_task(splits, task, config.evaluation.calibration_bins)
@@ -193,7 +195,7 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
 
     with stage("package"):
         metadata = record.release_metadata(challenger.metrics, splits.labels, decision.promote)
-        release = package_task(trained.path, metadata, reference_task(splits.train, trained.path, config))
+        release = package_task(trained.path, metadata, reference_task(splits.train, challenger_model, config))
         record.fields["model_tag"] = str(release.tag)
         if decision.promote:
             registry.set_champion(str(release.tag))

@@ -23,7 +23,7 @@ from typing import Any
 
 from tuneops.components.config import GateConfig
 from tuneops.components.errors import StageError
-from tuneops.components.evaluation.page import html_table
+from tuneops.components.pages import html_table
 from tuneops.components.evaluation.report import EvaluationReport
 from tuneops.components.files import atomic_write_json
 from tuneops.components.pages import write_page

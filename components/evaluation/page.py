@@ -12,7 +12,7 @@ from typing import Any
 
 from tuneops.components.evaluation.report import EvaluationReport
 from tuneops.components.metrics import HEADLINE
-from tuneops.components.pages import write_page
+from tuneops.components.pages import html_table, write_page
 
 TITLE = "Evaluation on the test split"
 
@@ -70,18 +70,6 @@ data fingerprint: {e(report.data_fingerprint or '-')} &middot; {report.seconds:.
 <h2>Drift</h2><p>{drift_line}</p>
 {html_table(['signal', 'kind', 'method', 'score', 'threshold', 'verdict'], drift)}
 """
-
-
-def html_table(headers: list[str], rows: list[list[Any]], classes: list[str | None] | None = None) -> str:
-    """An escaped HTML table; ``classes`` gives each row a CSS class of the page shell (ok, bad, ...)."""
-    e = html.escape
-    head = "".join(f"<th>{e(str(h))}</th>" for h in headers)
-    row_classes = classes or [None] * len(rows)
-    body = "".join(
-        (f'<tr class="{e(css)}">' if css else "<tr>") + "".join(f"<td>{e(str(cell))}</td>" for cell in row) + "</tr>"
-        for row, css in zip(rows, row_classes)
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _f(value: Any) -> str:

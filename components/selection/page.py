@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from tuneops.components.pages import write_page
+from tuneops.components.pages import html_table, write_page
 from tuneops.components.selection.report import CHOSEN, EXCLUDED, FAILED, SKIPPED, SelectionReport
 
 TITLE = "Model selection"
@@ -44,17 +44,15 @@ def write_selection_page(report: SelectionReport) -> Path:
 def render_body(report: SelectionReport) -> str:
     """The page's body: the choice, the setting, the ranked table and how it was measured."""
     escape = html.escape
-    header = "".join(
-        f'<th{"" if key in _WORD_COLUMNS else " class=num"}>{escape(title)}</th>' for key, title in _COLUMNS)
-    body = []
+    rows, classes = [], []
     for source, shown in zip(report.rows, report.table_rows()):
         shown = {**shown, "score": shown[report.objective]}
         if isinstance(shown["parameters"], int):
             shown["parameters"] = f"{shown['parameters']:,}"
-        cells = "".join(
-            f'<td{"" if key in _WORD_COLUMNS else " class=num"}>{escape(str(shown[key]))}</td>' for key, _ in _COLUMNS)
-        status_class = _STATUS_CLASSES.get(source.status)
-        body.append(f'<tr class="{status_class}">{cells}</tr>' if status_class else f"<tr>{cells}</tr>")
+        rows.append([shown[key] for key, _ in _COLUMNS])
+        classes.append(_STATUS_CLASSES.get(source.status))
+    numeric = {index for index, (key, _) in enumerate(_COLUMNS) if key not in _WORD_COLUMNS}
+    table = html_table([title for _, title in _COLUMNS], rows, classes, numeric)
     constraints = ", ".join(f"{key} = {value}" for key, value in report.constraints.items())
     chosen = escape(str(report.chosen)) if report.chosen else '<span class="error">none: no usable candidate</span>'
     baseline = ", ".join(f"{key} {value:.3f}" for key, value in report.baseline.items() if isinstance(value, float))
@@ -63,8 +61,6 @@ constraints: {escape(constraints)}.</p>
 <p>Probed on a stratified sample of {report.probe_rows} training rows, scored on {report.validation_rows}
 validation rows, device {escape(report.device)}, {report.seconds:.1f} s in all.
 Baseline on the same rows: {escape(baseline)}.</p>
-<table><thead><tr>{header}</tr></thead><tbody>
-{chr(10).join(body)}
-</tbody></table>
+{table}
 {_MEASURES}
 """
