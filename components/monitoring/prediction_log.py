@@ -10,7 +10,7 @@ writer process and UTC day (``predictions-YYYYMMDD-<host>-<pid>-<token>.jsonl``)
   needed between the service's workers;
 - the random token in the name means a restarted process never appends to a file that a
   crashed predecessor may have left with a torn tail (pids repeat, in containers always);
-- the day in the name lets ``read(since=...)`` skip whole files without opening them.
+- the day in the name lets ``read(since=...)`` skip whole files written before that day.
 
 The data is fsync'ed at most once per ``fsync_interval_s``: a killed process loses nothing that
 ``write`` returned for (the page cache survives it), a power cut loses at most that interval.
@@ -102,9 +102,11 @@ class PredictionLog:
         rows: list[dict[str, Any]] = []
         for path in self.segments():
             day = _SEGMENT.match(path.name)["day"]
+            # A segment's day is the day it was written, and a record is never written before its
+            # own timestamp, so a segment written before ``since``'s day holds nothing at or after
+            # ``since``. No such skip exists for ``until``: a segment written today may hold records
+            # stamped yesterday (a request that crossed midnight, a replay with its own timestamps).
             if since_utc is not None and day < since_utc.strftime("%Y%m%d"):
-                continue
-            if until_utc is not None and day > until_utc.strftime("%Y%m%d"):
                 continue
             rows.extend(_read_segment(path))
         frame = pd.DataFrame(rows, columns=COLUMNS)

@@ -56,6 +56,17 @@ def test_since_and_until_select_by_timestamp(tmp_path: Path) -> None:
     assert log.read(since=naive)["request_id"].tolist() == ["new"]
 
 
+def test_until_finds_records_stamped_before_the_day_their_segment_was_written(tmp_path: Path) -> None:
+    # Segments are named by the day they were written; a record may carry an earlier timestamp
+    # (a request that crossed midnight, a replay). ``until`` must still find it whatever the clock.
+    log = PredictionLog(tmp_path)
+    now = datetime.now(timezone.utc)
+    log.append([record("three-days-ago", timestamp=now - timedelta(days=3)), record("today", timestamp=now)])
+    assert log.read(until=now - timedelta(days=2))["request_id"].tolist() == ["three-days-ago"]
+    assert log.read(since=now - timedelta(days=4), until=now - timedelta(days=2))["request_id"].tolist() == [
+        "three-days-ago"]
+
+
 def test_each_writer_has_its_own_segment_and_read_merges_them(tmp_path: Path) -> None:
     first, second = PredictionLog(tmp_path), PredictionLog(tmp_path)
     first.append([record("1")])
