@@ -34,7 +34,10 @@ class DataConfig(Section):
     label_column: str = Field("label", min_length=1)
     group_columns: list[str] | None = Field(None, description="slice/fairness columns; unset = none (demo: its own)")
     labels: list[str] | None = Field(None, description="declared label set; unset = inferred from train")
-    validation_fraction: float = Field(0.1, gt=0.0, le=0.4)
+    validation_fraction: float | None = Field(
+        None, gt=0.0, le=0.4,
+        description="share of train held out for early stopping; unset = 10%, more when a class would get too few",
+    )
     test_fraction: float = Field(0.15, gt=0.0, le=0.5)
     max_rows: int | None = Field(None, ge=30, description="stratified subsample of the data, for quick runs")
     demo_rows: int = Field(3600, ge=300, le=200_000)
@@ -98,6 +101,11 @@ class ValidationConfig(Section):
     max_classes: int = Field(1000, ge=2, description="more distinct labels than this is not a classification target")
     min_text_chars: int = Field(1, ge=0)
     max_text_chars: int = Field(10_000, ge=1, description="longer cells usually mean a broken quote in the file")
+    # Real corpora hold the odd merged or empty message (SMS Spam: one 14,457-character cell in
+    # 2,000); such rows are reported and training truncates them, but one must not stop a run.
+    max_length_issue_rate: float = Field(
+        0.01, ge=0.0, le=1.0, description="share of a split allowed outside min/max_text_chars"
+    )
     max_duplicate_rate: float = Field(0.05, ge=0.0, le=1.0, description="repeated texts within one split")
     # Real corpora repeat short texts ("Great product!"), so a few shared rows are normal; more
     # than 2% of a held-out split shared with train inflates its metrics noticeably.
@@ -133,28 +141,65 @@ class SelectionConfig(Section):
     allow_pickle: bool = False
     objective: Literal["macro_f1", "accuracy"] = "macro_f1"
     tie_tolerance: float = Field(
-        0.01, ge=0, le=1, description="scores this close to the best count as a tie; the smaller model wins"
+        0.01, ge=0, le=1,
+        description="a candidate is only 'better' when the paired interval of its lead clears this margin",
     )
+    # Frozen-embedding probes near the floor say little about what fine-tuning will reach, so a
+    # tie there goes to the larger model; a tie well above the floor goes to the cheaper one.
+    clear_margin: float = Field(
+        0.02, ge=0, le=1,
+        description="a tie whose scores clear the floor by this much goes to the smaller model, else the larger",
+    )
+    bootstrap_samples: int = Field(200, ge=0, le=10_000, description="resamples behind the probes' intervals")
+
+
+class SearchConfig(Section):
+    """An optional budgeted hyperparameter search (Optuna) over the recipe's main settings, judged
+    on the validation split; see docs/training.md. Off unless ``trials`` is set: each trial is a
+    fine-tune, minutes each on a CPU."""
+
+    trials: int = Field(0, ge=0, le=200, description="fine-tunes to try; 0 = no search")
+    timeout_seconds: float | None = Field(None, gt=0, description="stop starting trials after this long")
+    learning_rate: tuple[float, float] = Field((1e-5, 2e-4), description="log-uniform range")
+    epochs: tuple[float, float] = Field((1.0, 8.0), description="uniform range (early stopping still applies)")
+    class_weights: list[Literal["none", "balanced"]] = Field(default_factory=lambda: ["none", "balanced"])
+    pruning: bool = Field(True, description="stop a trial early when its validation score trails the median")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SearchConfig":
+        for name in ("learning_rate", "epochs"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be a range [low, high] with 0 < low <= high")
+        if not self.class_weights:
+            raise ValueError("class_weights must name at least one choice")
+        return self
 
 
 class TrainingConfig(Section):
     """Fine-tuning settings (tuneops.components.training.finetune). See docs/training.md for what each one does."""
 
-    epochs: float = Field(3.0, gt=0, le=100)
+    # Unset settings below are decided by the recipe from the data and the model before training
+    # (components/training/recipe.py, docs/training.md); a value given here always wins.
+    epochs: float | None = Field(None, gt=0, le=100, description="unset = enough optimizer steps for the data size")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    batch_size: int = Field(
-        32, ge=1, le=4096,
-        description="examples per optimizer step, in total over all processes and accumulation micro-batches",
+    batch_size: int | None = Field(
+        None, ge=1, le=4096,
+        description="examples per optimizer step, in total over all processes and accumulation micro-batches; "
+                    "unset = 16 for small data, 32 otherwise",
     )
     grad_accum_steps: int = Field(
         1, ge=1, le=1024, description="split each step's batch into this many micro-batches (less memory)"
     )
-    learning_rate: float = Field(1e-4, gt=0, le=1)
+    learning_rate: float | None = Field(None, gt=0, le=1, description="unset = 5e-5, or 5e-4 with an adapter")
     weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm; unset = no clipping")
-    max_length: int = Field(128, ge=8, le=8192)
+    max_length: int | None = Field(
+        None, ge=8, le=8192, description="unset = the 95th percentile of the train inputs' lengths, capped by the model"
+    )
     seed: int = Field(42, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -167,7 +212,9 @@ class TrainingConfig(Section):
     lora_r: int = Field(8, ge=1, le=512)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
-    class_weights: Literal["none", "balanced"] = "none"
+    class_weights: Literal["auto", "none", "balanced"] = Field(
+        "auto", description="auto = balanced when the largest class is 1.5x the smallest or more"
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     eval_every_steps: int | None = Field(None, ge=1, description="unset = once per epoch")
     early_stopping_metric: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
@@ -178,6 +225,13 @@ class TrainingConfig(Section):
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads per process; unset = cores / processes")
     processes: int = Field(1, ge=1, le=64, description="data-parallel processes on this machine")
     peak_tflops: float | None = Field(None, gt=0, description="GPU peak for MFU when the GPU is not in the table")
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @model_validator(mode="after")
+    def _search_in_one_process(self) -> "TrainingConfig":
+        if self.search.trials and self.processes > 1:
+            raise ValueError("search.trials runs its trials in one process: set processes to 1, or trials to 0")
+        return self
 
 
 class BehaviouralCase(Section):

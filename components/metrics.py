@@ -65,6 +65,31 @@ def bootstrap_intervals(truth: np.ndarray, probabilities: np.ndarray, labels: li
     return intervals
 
 
+def bootstrap_label_scores(truth: np.ndarray, predictions: dict[str, np.ndarray], n_labels: int, metric: str,
+                           samples: int, seed: int) -> dict[str, np.ndarray]:
+    """``metric`` (a name ``weighted_scores`` returns, e.g. ``macro_f1``) of each named vector of
+    predicted class indices on each of ``samples`` bootstrap resamples of the rows.
+
+    Every prediction vector is scored on the SAME resamples (one weight matrix drawn from
+    ``seed``), so ``result[a] - result[b]`` is the paired bootstrap of their difference: the rows
+    both get right or both get wrong cancel, which is what makes a small difference measurable.
+    Zero samples gives no values (an empty dict).
+    """
+    truth = np.asarray(truth, dtype=int)
+    if len(truth) == 0:
+        raise DataError("metrics: no rows to score")
+    if samples <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(truth), np.full(len(truth), 1 / len(truth)), size=samples).astype(float)
+    identity = np.eye(n_labels)
+    return {
+        name: np.asarray(weighted_scores(truth, identity[np.asarray(predicted, dtype=int)], weights,
+                                         list(range(n_labels)), CALIBRATION_BINS, per_class=False)[metric], dtype=float)
+        for name, predicted in predictions.items()
+    }
+
+
 def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
     """ECE of the top-label confidence over ``bins`` equal-width bins (Guo et al., 2017)."""
     return float(_ece(truth, probabilities, np.ones((1, len(truth))), bins)[0])

@@ -118,6 +118,11 @@ def _print_summary(summary: dict) -> None:
     if throughput:
         console.print(f"fine-tune: {throughput['real_tokens_per_second']:,.0f} real tokens/s on {throughput['device']} "
                       f"({throughput['precision']}), padding efficiency {throughput['padding_efficiency']:.2f}")
+    recipe = summary.get("recipe") or []
+    if recipe:
+        decided = ", ".join(f"{c['setting'].split('.', 1)[1]}={c['value']}" + ("" if c["source"] == "config" else
+                            f" ({c['source']})") for c in recipe)
+        console.print(f"recipe: {decided}", markup=False)
     if summary.get("peak_rss_mib"):
         console.print(f"peak memory: {summary['peak_rss_mib'] / 1024:.2f} GiB RSS")
     if summary.get("model_tag"):

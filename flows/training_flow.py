@@ -32,6 +32,7 @@ from tuneops.components.selection.select import select_model
 from tuneops.components.tasks.base import Task
 from tuneops.components.tasks.registry import get_task
 from tuneops.components.training.finetune import finetune
+from tuneops.components.training.search import SEARCH_PAGE
 from tuneops.components.validation.validate import blocking_message, validate_data
 from tuneops.flows import progress
 
@@ -165,7 +166,12 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
             "first_loss": trained.first_loss, "last_loss": trained.last_loss,
             "best_validation": trained.best_validation, "throughput": trained.throughput,
         }
+        # Every setting decided for this data, with the reason (an explicit config value says so).
+        held_out = [splits.validation_share.to_json()] if splits.validation_share else []
+        record.fields["recipe"] = held_out + trained.recipe
         record.add_report("Fine-tuning (curves, throughput, settings)", trained.html_path, "finetune")
+        if (trained.path / SEARCH_PAGE).is_file():
+            record.add_report("Hyperparameter search", trained.path / SEARCH_PAGE, "finetune")
         for name in ("learning_curve.png", "learning_curve.csv"):
             record.add_report(f"Learning curve ({name.rsplit('.', 1)[1]})", trained.path / name, "finetune")
 

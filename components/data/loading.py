@@ -20,6 +20,7 @@ import pandas as pd
 from tuneops.components.config import DataConfig
 from tuneops.components.data.columns import LABEL, SPLITS
 from tuneops.components.data.demo import write_demo_dataset
+from tuneops.components.data.split_size import ValidationShare, validation_share
 from tuneops.components.errors import ConfigError, DataError
 from tuneops.components.sampling import stratified_sample, stratified_split
 
@@ -45,6 +46,8 @@ class DatasetSplits:
     input_column: str
     declared_labels: list[str] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: how much of the training rows was held out for early stopping, and why
+    validation_share: ValidationShare | None = None
 
     def split(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -80,13 +83,16 @@ def load_data(config: DataConfig, demo_directory: Path, task: "Task") -> Dataset
         test = _canonical_columns(read_table(test_path, config.format), config, test_path, task)
         if config.max_rows:
             frame = stratified_sample(frame, config.max_rows, config.split_seed)
-        train, validation = stratified_split(frame, config.validation_fraction, config.split_seed)
+        held_out = validation_share(frame[LABEL], config.validation_fraction)
+        train, validation = stratified_split(frame, held_out.share, config.split_seed)
         source = f"{path} + {test_path}"
     else:
         if config.max_rows:
             frame = stratified_sample(frame, config.max_rows, config.split_seed)
         rest, test = stratified_split(frame, config.test_fraction, config.split_seed)
-        train, validation = stratified_split(rest, config.validation_fraction / (1 - config.test_fraction), config.split_seed)
+        # validation_fraction is a share of the whole file; the validation split is cut from the rest.
+        held_out = validation_share(frame[LABEL], config.validation_fraction)
+        train, validation = stratified_split(rest, held_out.share / (1 - config.test_fraction), config.split_seed)
         source = str(path)
     frames = {"train": train, "validation": validation, "test": test}
     frames = {name: part.reset_index(drop=True) for name, part in frames.items()}
@@ -97,6 +103,7 @@ def load_data(config: DataConfig, demo_directory: Path, task: "Task") -> Dataset
         fingerprint=fingerprint_frames(frames),
         input_column=task.input_column,
         declared_labels=config.labels,
+        validation_share=held_out,
     )
 
 
@@ -312,4 +319,5 @@ def as_validated(splits: DatasetSplits) -> DatasetSplits:
     return DatasetSplits(
         **frames, group_columns=splits.group_columns, source=splits.source, fingerprint=splits.fingerprint,
         input_column=column, declared_labels=splits.declared_labels, extra=dict(splits.extra),
+        validation_share=splits.validation_share,
     )

@@ -2,8 +2,11 @@
 
 Checks, each a one-line reason naming the metric, slice or group and the numbers:
   - main metric (``gate.metric``): not worse than the champion by more than ``gate.tolerance``;
-    with no champion (the first model), strictly better than the classical TF-IDF baseline
-    (``gate.require_beat_baseline``): a transformer that cannot beat it is not worth serving;
+    with no champion (the first model), strictly better than the task's classical floor on the same
+    test rows (``gate.require_beat_baseline``; text: balanced TF-IDF + logistic regression, see
+    ``evaluation/floor.py``): a transformer that cannot beat it is not worth serving. The reason
+    gives the model's value with its 95% bootstrap interval, the floor's value, the gap and what
+    the floor is;
   - slices: no slice with at least ``evaluation.min_slice_support`` rows drops by more than
     ``gate.max_slice_drop`` against the champion on the same metric;
   - fairness: every judged gap in ``gate.fairness_metrics`` stays within ``gate.max_fairness_gap``
@@ -50,6 +53,8 @@ class PromotionDecision:
     challenger_value: float | None
     champion_value: float | None = None
     baseline_value: float | None = None
+    # The floor on this run's test rows, whenever its metrics were given (see ``_floor_summary``).
+    floor: dict[str, Any] | None = None
     html_path: Path | None = None
     json_path: Path | None = None
 
@@ -65,6 +70,7 @@ class PromotionDecision:
             "challenger": self.challenger_value,
             "champion": self.champion_value,
             "baseline": self.baseline_value,
+            "floor": self.floor,
             "reasons": list(self.reasons),
             "checks": [asdict(check) for check in self.checks],
         }
@@ -85,7 +91,8 @@ class PromotionDecision:
         rows = [["PASS" if c.passed else "FAIL", c.name, c.message] for c in self.checks]
         table = html_table(["result", "check", "reason"], rows, ["ok" if c.passed else "bad" for c in self.checks])
         verdict = "promote" if self.promote else "reject"
-        write_page(self.html_path, f"Gate: {verdict}", f"<p>Metric: {html.escape(self.metric)}</p>{table}")
+        body = f"<p>Metric: {html.escape(self.metric)}</p>{table}{_floor_html(self.floor)}"
+        write_page(self.html_path, f"Gate: {verdict}", body)
         return self.html_path
 
 
@@ -109,7 +116,7 @@ def decide(
         checks.append(_metric_check(value, champion_value, metric, config.tolerance))
         checks.extend(_slice_checks(challenger, champion, metric, config.max_slice_drop))
     else:
-        check, baseline_value = _baseline_check(value, baseline_metrics, metric, config)
+        check, baseline_value = _baseline_check(challenger, value, baseline_metrics, metric, config)
         checks.append(check)
     checks.extend(_fairness_checks(challenger, config))
     checks.extend(_behavioural_checks(challenger, config.min_behavioural_pass_rate))
@@ -117,7 +124,8 @@ def decide(
     promote = not failed
     reasons = [check.message for check in (checks if promote else failed)]
     return PromotionDecision(promote=promote, reasons=reasons, checks=checks, metric=metric,
-                             challenger_value=value, champion_value=champion_value, baseline_value=baseline_value)
+                             challenger_value=value, champion_value=champion_value, baseline_value=baseline_value,
+                             floor=_floor_summary(challenger, baseline_metrics, metric))
 
 
 def _metric(metrics: dict, name: str, whose: str) -> float:
@@ -147,7 +155,7 @@ def _metric_check(value: float, champion: float, metric: str, tolerance: float) 
                                      f"({'+' if drop <= 0 else '-'}{abs(drop):.3f}, tolerance {tolerance:.3f})")
 
 
-def _baseline_check(value: float, baseline: dict | None, metric: str,
+def _baseline_check(challenger: EvaluationReport, value: float, baseline: dict | None, metric: str,
                     config: GateConfig) -> tuple[GateCheck, float | None]:
     if not config.require_beat_baseline:
         return GateCheck("baseline", True, f"first model: {metric} {value:.3f}; baseline comparison is off "
@@ -156,11 +164,70 @@ def _baseline_check(value: float, baseline: dict | None, metric: str,
         message = f"first model: {metric} {value:.3f}; no baseline score to compare with"
         return GateCheck("baseline", True, message), None
     floor = float(baseline[metric])
+    rows = _floor_rows(challenger, baseline)
+    on_rows = f" on the same {rows} test rows" if rows is not None else ""
+    what = f"; the floor is {baseline['floor']}" if baseline.get("floor") else ""
+    interval = challenger.intervals.get(metric)
+    model = f"{metric} {value:.3f}{_interval_text(interval)}"
     if value <= floor:
-        return GateCheck("baseline", False, f"first model: {metric} {value:.3f} vs TF-IDF baseline {floor:.3f} "
-                                            f"(does not beat it, short by {floor - value:.3f})"), floor
-    return GateCheck("baseline", True, f"first model: {metric} {value:.3f} vs TF-IDF baseline {floor:.3f} "
-                                       f"(beats it by {value - floor:.3f})"), floor
+        verdict = ""
+        if interval:
+            verdict = ("; even the interval's upper end is below the floor" if interval[1] < floor
+                       else "; the floor lies within the model's interval")
+        return GateCheck("baseline", False, f"first model: {model} does not beat the classical floor's "
+                                            f"{floor:.3f}{on_rows}: the floor is ahead by {floor - value:.3f}"
+                                            f"{verdict}{what}"), floor
+    return GateCheck("baseline", True, f"first model: {model} beats the classical floor's {floor:.3f}{on_rows} "
+                                       f"by {value - floor:.3f}{what}"), floor
+
+
+def _interval_text(interval: list[float] | None) -> str:
+    return f" (95% interval [{interval[0]:.3f}, {interval[1]:.3f}])" if interval else ""
+
+
+def _floor_rows(challenger: EvaluationReport, baseline: dict) -> int | None:
+    """The test rows the floor was scored on (``support``), refused when they are not the challenger's."""
+    rows = baseline.get("support")
+    if rows is None:
+        return None
+    if int(rows) != challenger.rows:
+        raise StageError(f"gate: the floor was scored on {rows} test rows, the challenger on {challenger.rows}; "
+                         "score both on this run's test split")
+    return int(rows)
+
+
+# The floor's figures the gate page shows next to the challenger's (``gate.metric`` is added first).
+_FLOOR_FIGURES = ("accuracy", "macro_f1", "weighted_f1")
+
+
+def _floor_summary(challenger: EvaluationReport, baseline: dict | None, metric: str) -> dict[str, Any] | None:
+    """What the floor is and its figures next to the challenger's, or None without floor metrics."""
+    if not baseline or baseline.get(metric) is None:
+        return None
+    names = [metric, *(name for name in _FLOOR_FIGURES if name != metric)]
+    figures = {}
+    for name in names:
+        if baseline.get(name) is None or challenger.metrics.get(name) is None:
+            continue
+        ours, theirs = float(challenger.metrics[name]), float(baseline[name])
+        figures[name] = {"challenger": ours, "interval": challenger.intervals.get(name), "floor": theirs,
+                         "gap": ours - theirs}
+    settings = {key.removeprefix("floor_"): value for key, value in baseline.items() if key.startswith("floor_")}
+    return {"description": baseline.get("floor"), "rows": _floor_rows(challenger, baseline), "settings": settings,
+            "figures": figures}
+
+
+def _floor_html(floor: dict[str, Any] | None) -> str:
+    if not floor:
+        return ""
+    rows = [[name, f"{f['challenger']:.3f}",
+             f"[{f['interval'][0]:.3f}, {f['interval'][1]:.3f}]" if f["interval"] else "-",
+             f"{f['floor']:.3f}", f"{f['gap']:+.3f}"] for name, f in floor["figures"].items()]
+    table = html_table(["metric", "model", "model 95% interval", "floor", "model - floor"], rows,
+                       ["ok" if f["gap"] > 0 else "bad" for f in floor["figures"].values()], numeric={1, 2, 3, 4})
+    what = html.escape(floor["description"] or "the task's classical baseline")
+    on_rows = f", fitted on the training split and scored on the same {floor['rows']} test rows" if floor["rows"] else ""
+    return f"<h2>The classical floor</h2><p>{what}{on_rows}.</p>{table}"
 
 
 def _slice_checks(challenger: EvaluationReport, champion: EvaluationReport, metric: str,

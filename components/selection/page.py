@@ -12,6 +12,7 @@ from tuneops.components.selection.report import CHOSEN, EXCLUDED, FAILED, SKIPPE
 TITLE = "Model selection"
 _COLUMNS = [
     ("rank", "rank"), ("candidate", "candidate"), ("status", "status"), ("score", "score"),
+    ("score_interval", "score 95% interval"), ("versus_chosen", "vs chosen [95% interval]"),
     ("probe_macro_f1", "probe macro-F1"), ("finetune_macro_f1", "fine-tune macro-F1"),
     ("latency_ms_b1", "ms/item @1"), ("latency_ms_b32", "ms/item @32"), ("parameters", "parameters"),
     ("layers", "layers"), ("peak_memory_mb", "peak MB"), ("seconds", "seconds"), ("reason", "reason / notes"),
@@ -22,6 +23,11 @@ _STATUS_CLASSES = {CHOSEN: "ok", EXCLUDED: "warn", FAILED: "bad", SKIPPED: "mute
 
 _MEASURES = """<h2>How the numbers are measured</h2>
 <ul>
+<li><b>score 95% interval</b>: the 2.5th to 97.5th percentile of the score over
+selection.bootstrap_samples bootstrap resamples of the validation rows; <b>vs chosen</b>: the
+candidate's score minus the chosen one's, its interval from the same resamples (paired: rows both
+get right or both get wrong cancel out). A candidate is clearly beaten only when the paired
+interval of the best's lead over it lies entirely above selection.tie_tolerance.</li>
 <li><b>probe macro-F1</b>: a logistic regression trained on the candidate's frozen, mean-pooled
 last-layer embeddings of the sample, scored on the validation rows.</li>
 <li><b>fine-tune macro-F1</b>: after a short fine-tune by the training engine
@@ -56,8 +62,9 @@ def render_body(report: SelectionReport) -> str:
     constraints = ", ".join(f"{key} = {value}" for key, value in report.constraints.items())
     chosen = escape(str(report.chosen)) if report.chosen else '<span class="error">none: no usable candidate</span>'
     baseline = ", ".join(f"{key} {value:.3f}" for key, value in report.baseline.items() if isinstance(value, float))
-    return f"""<p>Chosen: <b>{chosen}</b> &mdash; objective: {escape(report.objective)} (ties go to the smaller model);
+    return f"""<p>Chosen: <b>{chosen}</b> &mdash; objective: {escape(report.objective)};
 constraints: {escape(constraints)}.</p>
+<p><b>Why:</b> {escape(report.why)}.</p>
 <p>Probed on a stratified sample of {report.probe_rows} training rows, scored on {report.validation_rows}
 validation rows, device {escape(report.device)}, {report.seconds:.1f} s in all.
 Baseline on the same rows: {escape(baseline)}.</p>

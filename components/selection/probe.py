@@ -3,6 +3,8 @@
 A candidate is first checked from its files (``inspect_checkpoint``), then loaded through the task
 and probed: a logistic regression on its frozen mean-pooled embeddings (the cheap probe), latency
 at batch 1 and 32, and optionally a short fine-tune by the training engine itself, scored again.
+The validation predictions behind the score (class indices, ``row.predictions``) are kept so that
+ranking can compare candidates row by row (paired bootstrap).
 Everything runs through the ``Predictor`` (the one inference path) and the task; nothing here
 knows what an input is.
 """
@@ -29,7 +31,8 @@ from tuneops.components.selection.report import EXCLUDED, FAILED, RANKED, SKIPPE
 from tuneops.components.tasks.base import Task
 
 SEED = 42
-# Probes see inputs cut where training cuts them (training.max_length defaults to 128).
+# Probes cut inputs at 128 positions: enough to tell candidates apart, cheap on a CPU (training
+# decides its own max_length from the data, components/training/recipe.py).
 PROBE_MAX_LENGTH = 128
 # Inputs per inference call while embedding; the budget is checked between calls.
 EMBED_CHUNK = 64
@@ -116,8 +119,9 @@ def _frozen_probes(row: CandidateResult, inspection: CheckpointInspection, probe
         return None
     max_length = min(PROBE_MAX_LENGTH, inspection.max_sequence_length or PROBE_MAX_LENGTH)
     predictor = Predictor(model, processor, probe.labels, task=probe.task, max_length=max_length, device=probe.device)
-    row.probe_macro_f1, row.probe_accuracy = linear_probe(predictor, probe.train_sample, probe.validation, probe.labels,
-                                                          probe.deadline)
+    row.predictions = linear_probe(predictor, probe.train_sample, probe.validation, probe.labels, probe.deadline)
+    row.probe_macro_f1, row.probe_accuracy = score_predictions(
+        probe.validation[LABEL].astype(str).tolist(), row.predictions, probe.labels)
     row.score = row.probe_macro_f1 if probe.config.objective == "macro_f1" else row.probe_accuracy
     row.latency_ms_batch1, row.latency_ms_batch32 = measure_latency(
         lambda inputs: predictor.predict_proba(inputs, batch_size=LATENCY_BATCH),
@@ -128,8 +132,9 @@ def _frozen_probes(row: CandidateResult, inspection: CheckpointInspection, probe
 
 def linear_probe(
     predictor: Predictor, train_sample: pd.DataFrame, validation: pd.DataFrame, labels: list[str], deadline: float
-) -> tuple[float, float]:
-    """Macro-F1 and accuracy of a logistic regression on the frozen mean-pooled embeddings."""
+) -> np.ndarray:
+    """The validation predictions (indices into ``labels``) of a logistic regression trained on the
+    sample's frozen mean-pooled embeddings."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -141,7 +146,7 @@ def linear_probe(
     head.fit(train_features, train_sample[LABEL].astype(str).to_numpy())
     predicted = head.predict(validation_features)
     index = {label: i for i, label in enumerate(labels)}
-    return score_predictions(validation[LABEL].astype(str).tolist(), np.array([index[p] for p in predicted]), labels)
+    return np.array([index[p] for p in predicted], dtype=int)
 
 
 def embed_within_budget(predictor: Predictor, inputs: list[Any], deadline: float) -> np.ndarray:
@@ -207,20 +212,28 @@ def _finetune_probe(row: CandidateResult, inspection: CheckpointInspection, prob
         row.finetune_steps = trained.steps
         tuned = Predictor.from_dir(trained.path, device=probe.device)
         probabilities = tuned.predict_proba(probe.validation[probe.task.input_column].tolist())
+    # The fine-tune probe's predictions replace the linear probe's: they are what the score now says.
+    row.predictions = probabilities.argmax(axis=1)
     row.finetune_macro_f1, row.finetune_accuracy = score_predictions(
-        probe.validation[LABEL].astype(str).tolist(), probabilities.argmax(axis=1), probe.labels)
+        probe.validation[LABEL].astype(str).tolist(), row.predictions, probe.labels)
     row.score = row.finetune_macro_f1 if probe.config.objective == "macro_f1" else row.finetune_accuracy
 
 
 def score_predictions(truth: list[str], predicted_index: np.ndarray, labels: list[str]) -> tuple[float, float]:
     """(macro-F1, accuracy) of predicted label indices, by the shared metrics module; a true label
     outside ``labels`` counts as always wrong."""
+    truth_index, n_labels = truth_indices(truth, labels)
+    scores = label_scores(truth_index, np.asarray(predicted_index), n_labels)
+    return scores["macro_f1"], scores["accuracy"]
+
+
+def truth_indices(truth: list[str], labels: list[str]) -> tuple[np.ndarray, int]:
+    """The true labels as class indices, and how many classes there are: those of ``labels``, then
+    any true label outside them (which no prediction can hit), so that it counts as always wrong."""
     index = {label: i for i, label in enumerate(labels)}
     unseen = sorted(set(truth) - set(index))
     index.update({label: len(labels) + i for i, label in enumerate(unseen)})
-    scores = label_scores(np.array([index[label] for label in truth]), np.asarray(predicted_index),
-                          len(labels) + len(unseen))
-    return scores["macro_f1"], scores["accuracy"]
+    return np.array([index[label] for label in truth], dtype=int), len(labels) + len(unseen)
 
 
 def too_large(parameters: int, limit: int) -> str:

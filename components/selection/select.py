@@ -9,12 +9,18 @@ For each candidate in ``selection.candidates`` (plus the champion, when there is
      mean-pooled embeddings (the cheap probe), and optionally a short fine-tune;
   4. measure per-item latency at batch 1 and batch 32 on the current device, and peak memory.
 The task's classical baseline, trained on the same sample, is the floor every candidate is
-compared with. Constraints filter, the objective picks (best score, ties within
-``selection.tie_tolerance`` go to the smaller model), and the ranked table is written as HTML
-and JSON into the run record.
+compared with. Constraints filter; then the winner is chosen under the probes' uncertainty
+(``ranking``): every candidate's validation predictions are scored on the same bootstrap
+resamples (``selection.bootstrap_samples``), the best wins when the paired interval of its lead
+over every other clears ``selection.tie_tolerance``; candidates it does not clearly beat are a
+tie, which goes to the smallest model when their scores' intervals clear the floor by
+``selection.clear_margin`` and to the largest otherwise (near the floor a probe says little about
+what fine-tuning reaches). The ranked table, with each score's interval, each candidate's
+difference from the winner and one sentence on why the winner won, is written as HTML and JSON
+into the run record.
 
 The pieces: ``report`` (the table's rows), ``probe`` (one candidate), ``floor`` (the baseline),
-``measure`` (latency and memory), ``ranking`` (constraints and the objective), ``page`` (HTML).
+``measure`` (latency and memory), ``ranking`` (constraints and the winner), ``page`` (HTML).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 from pathlib import Path
 
 from tuneops.components.config import SelectionConfig
+from tuneops.components.data.columns import LABEL
 from tuneops.components.data.loading import DatasetSplits
 from tuneops.components.device import resolve_device
 from tuneops.components.errors import StageError
@@ -30,8 +37,14 @@ from tuneops.components.files import atomic_write_json
 from tuneops.components.sampling import stratified_sample
 from tuneops.components.selection.floor import probe_baseline
 from tuneops.components.selection.page import write_selection_page
-from tuneops.components.selection.probe import SEED, ProbeData, assess_candidate
-from tuneops.components.selection.ranking import candidate_specs, compare_with_baseline, rank_candidates, table_order
+from tuneops.components.selection.probe import SEED, ProbeData, assess_candidate, truth_indices
+from tuneops.components.selection.ranking import (
+    Choice,
+    candidate_specs,
+    compare_with_baseline,
+    rank_candidates,
+    table_order,
+)
 from tuneops.components.selection.report import (
     BASELINE,
     CHOSEN,
@@ -46,7 +59,7 @@ from tuneops.components.tasks.base import Task
 
 __all__ = [
     "BASELINE", "CHOSEN", "EXCLUDED", "FAILED", "RANKED", "SKIPPED",
-    "CandidateResult", "SelectionReport", "candidate_specs", "rank_candidates", "select_model",
+    "CandidateResult", "Choice", "SelectionReport", "candidate_specs", "rank_candidates", "select_model",
 ]
 
 
@@ -78,7 +91,9 @@ def select_model(
         assess_candidate(spec, probe, champion_dir)
         for spec in candidate_specs(config, champion_dir)
     ]
-    chosen = rank_candidates(rows, config)
+    truth, _ = truth_indices(validation[LABEL].astype(str).tolist(), labels)
+    choice = rank_candidates(rows, config, baseline_row.score, truth)
+    chosen = choice.candidate
     compare_with_baseline(rows, baseline_row)
 
     report = SelectionReport(
@@ -92,6 +107,8 @@ def select_model(
             "budget_seconds": config.budget_seconds,
             "allow_pickle": config.allow_pickle,
             "tie_tolerance": config.tie_tolerance,
+            "clear_margin": config.clear_margin,
+            "bootstrap_samples": config.bootstrap_samples,
         },
         device=probe.device,
         probe_rows=len(train_sample),
@@ -99,6 +116,7 @@ def select_model(
         seconds=time.perf_counter() - started,
         html_path=output_dir / "selection.html",
         json_path=output_dir / "selection.json",
+        why=choice.why,
     )
     atomic_write_json(report.json_path, report.to_json())
     write_selection_page(report)

@@ -50,6 +50,10 @@ class Baseline(Protocol):
     name: str
     #: its model classes, for the architecture column ("TfidfVectorizer + LogisticRegression")
     architecture: str
+    #: what the floor is and how it was set, for gate reasons and reports
+    description: str
+    #: the settings it chose (e.g. a regularisation strength), JSON-able
+    settings: dict[str, Any]
 
     def predict_proba(self, inputs: list[Any]) -> np.ndarray: ...
 
@@ -120,6 +124,12 @@ class Task(ABC):
     @abstractmethod
     def model_inputs(self, processor, inputs: list[Any], max_length: int) -> dict[str, Any]:
         """The ``model(**inputs)`` tensors of raw inputs, for inference."""
+
+    def length_profile(self, source: str, inputs: list[Any]) -> tuple[np.ndarray, int | None] | None:
+        """The encoded length of each input (up to the model's limit) and that limit (None when
+        unknown), for the recipe's ``training.max_length``; None for a task whose inputs have no
+        length (the default), which leaves that setting alone."""
+        return None
 
     def inference_order(self, inputs: list[Any]) -> np.ndarray:
         """The order in which inference batches inputs (cheap ones together); default: as given."""

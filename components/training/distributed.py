@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         champion_dir = Path(settings.champion_dir) if settings.champion_dir else None
         request = RunRequest(train=train, validation=validation, labels=settings.labels, checkpoint=settings.checkpoint,
                              config=settings.training, output_dir=Path(arguments.output_dir), task=task,
-                             champion_dir=champion_dir)
+                             champion_dir=champion_dir, recipe=settings.recipe)
         result = train_in_process(request, resume=arguments.resume)
         if rank == 0:
             resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""

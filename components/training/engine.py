@@ -46,14 +46,19 @@ from tuneops.components.training.tracker import ValidationTracker
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, float], None]
+# (step, validation metrics: loss, macro_f1, accuracy) after each validation evaluation.
+EvaluationCallback = Callable[[int, dict[str, float]], None]
 
 
 def train_in_process(request: RunRequest, *, progress: ProgressCallback | None = None,
-                     resume: bool = False) -> TrainedModel:
+                     resume: bool = False, on_evaluation: EvaluationCallback | None = None) -> TrainedModel:
     """Run the fine-tune in this process (alone, or as one rank of an initialised process group).
 
     As ``tuneops.components.training.finetune.finetune``; ``config.processes`` is not looked at
-    here (the launcher reads it).
+    here (the launcher reads it). ``on_evaluation(step, metrics)`` is called after every validation
+    evaluation (single-process runs only); an exception it raises (a search's ``TrialPruned``)
+    ends the run at once and propagates: the model directory is never written, so nothing counts
+    as a finished model (checkpoints already written stay, as after a kill).
     """
     import torch
 
@@ -61,6 +66,9 @@ def train_in_process(request: RunRequest, *, progress: ProgressCallback | None =
     config = request.config
     check_request(request.train, request.labels)
     context = distributed_context()
+    if on_evaluation is not None and context.enabled:
+        # An exception on one process would leave the others waiting at their next collective.
+        raise ValueError("on_evaluation is for single-process runs")
     fingerprint = run_fingerprint(config, request.checkpoint, request.labels, request.train, request.validation,
                                   request.task.input_column)
     checkpoints = checkpoint_root(request.output_dir)
@@ -79,7 +87,7 @@ def train_in_process(request: RunRequest, *, progress: ProgressCallback | None =
         setup = set_up(request, context, threads)
         # Progress is the caller's, in one process; other processes would wait for it at each
         # loss all-reduce, so a distributed run reports through its logs instead.
-        run = _Run(setup, fingerprint, checkpoints, None if context.enabled else progress)
+        run = _Run(setup, fingerprint, checkpoints, None if context.enabled else progress, on_evaluation)
         resumed_from = run.restore() if resume else run.start_fresh()
         run.loop()
         return run.finish(started, resumed_from)
@@ -90,13 +98,15 @@ def train_in_process(request: RunRequest, *, progress: ProgressCallback | None =
 class _Run:
     """The loop of one set-up run: its state between steps, checkpoints and the finish."""
 
-    def __init__(self, setup: RunSetup, fingerprint: str, checkpoints: Path, progress: ProgressCallback | None) -> None:
+    def __init__(self, setup: RunSetup, fingerprint: str, checkpoints: Path, progress: ProgressCallback | None,
+                 on_evaluation: EvaluationCallback | None = None) -> None:
         import torch
 
         self.setup = setup
         self.fingerprint = fingerprint
         self.checkpoints = checkpoints
         self.progress = progress
+        self.on_evaluation = on_evaluation
         self.state = TrainingState()
         self.tracker = ValidationTracker(setup)
         # (step, learning rate, loss tensor) of steps whose loss has not been read yet.
@@ -189,7 +199,9 @@ class _Run:
                     clock = self._stop_clock(clock)
                     self._flush_losses()
                     if evaluate:
-                        self.tracker.evaluate(state)
+                        metrics = self.tracker.evaluate(state)
+                        if metrics is not None and self.on_evaluation is not None:
+                            self.on_evaluation(state.step, metrics)
                     if save and not state.stopped_early:
                         self._save_checkpoint()
                     if report:

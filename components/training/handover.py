@@ -37,6 +37,7 @@ class HandoverSettings(BaseModel):
     labels: list[str]
     champion_dir: str | None = None
     training: TrainingConfig
+    recipe: list[dict] = []  # the recipe's decisions behind ``training`` (already applied to it)
 
 
 def inputs_dir(output_dir: Path) -> Path:

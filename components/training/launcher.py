@@ -43,7 +43,7 @@ def launch_local(request: RunRequest, *, resume: bool = False) -> TrainedModel:
     inputs = inputs_dir(output_dir)
     champion_dir = str(request.champion_dir) if request.champion_dir is not None else None
     settings = HandoverSettings(task=request.task.name, checkpoint=request.checkpoint, labels=request.labels,
-                                training=request.config, champion_dir=champion_dir)
+                                training=request.config, champion_dir=champion_dir, recipe=request.recipe)
     write_handover(inputs, settings, request.train, request.validation, request.task.input_column)
     command = [sys.executable, "-m", WORKER_MODULE, "--inputs", str(inputs), "--output-dir", str(output_dir)]
     if resume:

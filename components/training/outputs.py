@@ -45,6 +45,7 @@ class TrainedModel:
     world_size: int = 1
     fingerprint: str = ""
     parameters: dict = field(default_factory=dict)
+    recipe: list[dict] = field(default_factory=list)  # the recipe's decisions (recipe.Recipe.to_json)
     html_path: Path | None = None
     json_path: Path | None = None
 
@@ -118,6 +119,7 @@ def trained_model(setup: RunSetup, state: TrainingState, fingerprint: str, secon
         world_size=setup.context.world_size,
         fingerprint=fingerprint,
         parameters=setup.parts.parameter_counts,
+        recipe=list(request.recipe),
         html_path=request.output_dir / "training_report.html",
         json_path=request.output_dir / SUMMARY_FILE,
     )

@@ -21,6 +21,7 @@ from tuneops.components.config import load_config
 from tuneops.components.data.columns import LABEL
 from tuneops.components.errors import DataError, TuneopsError
 from tuneops.components.tasks.base import Task
+from tuneops.components.training.recipe import recipe_for_run
 from tuneops.components.training.handover import HandoverSettings, inputs_dir, write_handover
 
 
@@ -78,9 +79,11 @@ def prepare(arguments: argparse.Namespace) -> Path:
         labels = [label.strip() for label in arguments.labels.split(",") if label.strip()]
     else:
         labels = config.data.labels or sorted(set(train[LABEL]))
+    recipe = recipe_for_run(train, arguments.checkpoint, config.training, task, arguments.champion_dir)
     settings = HandoverSettings(
-        task=task.name, checkpoint=arguments.checkpoint, labels=labels, training=config.training,
+        task=task.name, checkpoint=arguments.checkpoint, labels=labels, training=recipe.config,
         champion_dir=str(arguments.champion_dir.resolve()) if arguments.champion_dir else None,
+        recipe=recipe.to_json(),
     )
     return write_handover(inputs_dir(arguments.output_dir), settings, train, validation, task.input_column)
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from tuneops.components.files import atomic_write_text, plain_json
-from tuneops.components.pages import write_page
+from tuneops.components.pages import html_table, write_page
 
 CURVE_COLUMNS = ["step", "epoch", "learning_rate", "train_loss", "validation_loss",
                  "validation_macro_f1", "validation_accuracy"]
@@ -74,6 +74,8 @@ def write_html_report(output_dir: Path, summary: dict) -> Path:
         for key, value in summary.get("best_validation", {}).items()
     )
     args = html.escape(json.dumps(plain_json(summary.get("training_args", {})), indent=2))
+    recipe = html_table(["setting", "value", "source", "why"],
+                        [[c["setting"], c["value"], c["source"], c["reason"]] for c in summary.get("recipe", [])])
     resumed = summary.get("resumed_from_step")
     notes = []
     if resumed:
@@ -88,6 +90,7 @@ on {html.escape(str(summary.get("device")))} ({html.escape(str(summary.get("prec
 · <a href="training_args.json">training_args.json</a></p>
 <h2>Kept checkpoint (best on validation)</h2><table>{best_rows}</table>
 <h2>Throughput</h2><table>{throughput_rows}</table>
+<h2>Recipe (settings decided for this data; "config" = set in the config)</h2>{recipe}
 <h2>Training arguments</h2><pre>{args}</pre>
 """
     title = f"Fine-tune of {summary.get('base_checkpoint', '')}"

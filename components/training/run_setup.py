@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from tuneops.components.data.columns import LABEL
 from tuneops.components.device import configure_backends, resolve_device, select_precision
 from tuneops.components.errors import DataError
 from tuneops.components.tasks.base import EncodedInputs, Task
+from tuneops.components.training.recipe import unresolved_settings
 from tuneops.components.training.batching import balanced_class_weights, encode_labels, steps_per_epoch
 from tuneops.components.training.runtime import (
     DistributedContext,
@@ -56,6 +57,8 @@ class RunRequest:
     output_dir: Path
     task: Task
     champion_dir: Path | None = None
+    #: the recipe's decisions behind ``config`` (``Recipe.to_json()``), for the report
+    recipe: list[dict] = field(default_factory=list)
 
 
 def check_request(train: pd.DataFrame, labels: list[str]) -> None:
@@ -158,6 +161,10 @@ def set_up(request: RunRequest, context: DistributedContext, threads: int) -> Ru
     import torch
 
     config, task = request.config, request.task
+    unset = unresolved_settings(config)
+    if unset:
+        # finetune() and prepare decide the recipe first; reaching here without it is a bug.
+        raise ValueError(f"training settings {unset} are undecided: run decide_recipe before set_up")
     device = resolve_device(config.device, context.local_rank, torch.cuda.is_available())
     if device.startswith("cuda"):
         torch.cuda.set_device(device)

@@ -36,11 +36,13 @@ class ValidationTracker:
         self.setup = setup
         self.best_weights: dict | None = None
 
-    def evaluate(self, state: TrainingState) -> None:
-        """Score the validation split; keep the weights if they are the best so far; early stop."""
+    def evaluate(self, state: TrainingState) -> dict[str, float] | None:
+        """Score the validation split; keep the weights if they are the best so far; early stop.
+
+        Returns the step's validation metrics (None without validation rows)."""
         setup = self.setup
         if len(setup.validation) == 0:
-            return
+            return None
         config = setup.config
         metrics = validation_metrics(setup, setup.validation)
         state.history[-1].update({f"validation_{key}": value for key, value in metrics.items()})
@@ -68,6 +70,7 @@ class ValidationTracker:
                 value, " (best so far)" if improved else
                 (f"; stopping early, best was step {state.best_row['step']}" if state.stopped_early else ""),
             )
+        return metrics
 
     def restore_best(self) -> None:
         """Put the best weights (if any evaluation ran) back into the model."""

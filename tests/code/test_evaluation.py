@@ -136,7 +136,9 @@ def test_the_reliability_bins_are_the_bins_of_the_ece():
 def test_the_score_floor_is_the_task_baseline_on_the_test_split(demo, tfidf):
     floor = score_floor(demo, TEXT_TASK, bins=10)
     probabilities = tfidf.predict_proba(demo.test["text"].tolist())
-    assert floor == classification_metrics(demo.test["label"].tolist(), probabilities, tfidf.labels, 10)
+    expected = classification_metrics(demo.test["label"].tolist(), probabilities, tfidf.labels, 10)
+    assert {key: floor[key] for key in expected} == expected
+    assert floor["floor"] == tfidf.description and floor["floor_C"] == tfidf.C
     assert floor["macro_f1"] > 0.8 and floor["support"] == len(demo.test)
 
 

