@@ -144,12 +144,6 @@ class SelectionConfig(Section):
         0.01, ge=0, le=1,
         description="a candidate is only 'better' when the paired interval of its lead clears this margin",
     )
-    # Frozen-embedding probes near the floor say little about what fine-tuning will reach, so a
-    # tie there goes to the larger model; a tie well above the floor goes to the cheaper one.
-    clear_margin: float = Field(
-        0.02, ge=0, le=1,
-        description="a tie whose scores clear the floor by this much goes to the smaller model, else the larger",
-    )
     bootstrap_samples: int = Field(200, ge=0, le=10_000, description="resamples behind the probes' intervals")
 
 

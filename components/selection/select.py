@@ -13,9 +13,7 @@ compared with. Constraints filter; then the winner is chosen under the probes' u
 (``ranking``): every candidate's validation predictions are scored on the same bootstrap
 resamples (``selection.bootstrap_samples``), the best wins when the paired interval of its lead
 over every other clears ``selection.tie_tolerance``; candidates it does not clearly beat are a
-tie, which goes to the smallest model when their scores' intervals clear the floor by
-``selection.clear_margin`` and to the largest otherwise (near the floor a probe says little about
-what fine-tuning reaches). The ranked table, with each score's interval, each candidate's
+tie, which goes to the largest (a probe's tie says little about what fine-tuning reaches). The ranked table, with each score's interval, each candidate's
 difference from the winner and one sentence on why the winner won, is written as HTML and JSON
 into the run record.
 
@@ -107,7 +105,6 @@ def select_model(
             "budget_seconds": config.budget_seconds,
             "allow_pickle": config.allow_pickle,
             "tie_tolerance": config.tie_tolerance,
-            "clear_margin": config.clear_margin,
             "bootstrap_samples": config.bootstrap_samples,
         },
         device=probe.device,
