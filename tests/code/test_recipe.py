@@ -12,8 +12,6 @@ from tuneops.components.data.split_size import MAX_SHARE, validation_share
 from tuneops.components.errors import ConfigError
 from tuneops.components.tasks.registry import get_task
 from tuneops.components.training.recipe import (
-    ADAPTER_LEARNING_RATE,
-    FULL_LEARNING_RATE,
     MAX_EPOCHS,
     decide_recipe,
     recipe_for_run,
@@ -35,14 +33,14 @@ def choice(recipe, setting: str) -> dict:
 def test_small_imbalanced_data_gets_small_batches_enough_steps_and_class_weights() -> None:
     # The shape of the patient reviews: 541 training rows, 64/27/9.
     train = labels({"good": 346, "mixed": 146, "bad": 49})
-    recipe = decide_recipe(TrainingConfig(), train, np.full(len(train), 100), 512)
+    recipe = decide_recipe(TrainingConfig(), train, np.full(len(train), 100), 512, parameters=22_700_000)
     config = recipe.config
     assert unresolved_settings(config) == []
     assert config.batch_size == 16
     assert config.class_weights == "balanced"
-    assert config.learning_rate == FULL_LEARNING_RATE
-    # 3 epochs would be ~100 steps; the recipe asks for ~300.
-    assert plan_steps(config, len(train), "cpu").total_steps >= 280
+    assert config.learning_rate == 1e-4 and "22.7M parameters: 1e-4" in choice(recipe, "learning_rate")["reason"]
+    # 3 epochs would be ~100 steps; the recipe asks for ~250.
+    assert plan_steps(config, len(train), "cpu").total_steps >= 250
     assert "7.1x" in choice(recipe, "class_weights")["reason"]
     assert all(row["source"] == "auto" and row["reason"] for row in recipe.to_json())
 
@@ -55,16 +53,22 @@ def test_explicit_settings_always_win_and_say_so() -> None:
 
 
 def test_balanced_classes_train_unweighted_and_adapters_get_a_larger_rate() -> None:
-    recipe = decide_recipe(TrainingConfig(adapter="lora"), labels({"a": 500, "b": 420}), None, None)
+    recipe = decide_recipe(TrainingConfig(adapter="lora"), labels({"a": 500, "b": 420}), None, None, 110_000_000)
     assert recipe.config.class_weights == "none"
-    assert recipe.config.learning_rate == ADAPTER_LEARNING_RATE
+    assert recipe.config.learning_rate == pytest.approx(5e-4)
+
+
+def test_larger_models_take_smaller_steps() -> None:
+    rates = [decide_recipe(TrainingConfig(), labels({"a": 50, "b": 50}), None, None, size).config.learning_rate
+             for size in (17_000_000, 110_000_000, 335_000_000, None)]
+    assert rates == [1e-4, 5e-5, 2e-5, 5e-5]
 
 
 def test_epochs_are_capped_for_tiny_data_and_large_data_gets_larger_batches() -> None:
     tiny = decide_recipe(TrainingConfig(), labels({"a": 30, "b": 30}), None, None)
     assert tiny.config.epochs == MAX_EPOCHS and "capped" in choice(tiny, "epochs")["reason"]
     large = decide_recipe(TrainingConfig(), labels({"a": 6000, "b": 6000}), None, None)
-    assert large.config.batch_size == 32 and large.config.epochs == 2
+    assert large.config.batch_size == 32 and large.config.epochs == 3
 
 
 def test_max_length_follows_the_length_distribution_and_the_model_limit() -> None:
