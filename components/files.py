@@ -3,6 +3,7 @@ one) and as plain JSON (numpy numbers, NaN, paths and datetimes made JSON-safe i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -55,3 +56,12 @@ def plain_json(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     return str(value)
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from tuneops.components.errors import ConfigError, StageError
-from tuneops.components.files import atomic_write_json, atomic_write_text, plain_json
+from tuneops.components.files import atomic_write_json, atomic_write_text, file_sha256, plain_json
 from tuneops.components.paths import tuneops_home
 from tuneops.components.predictor import MANIFEST
 
@@ -148,7 +147,7 @@ def package_model(trained_dir: Path, metadata: dict[str, Any], reference: pd.Dat
         atomic_write_text(target / LINEAGE_FILE, json.dumps(lineage, indent=2, sort_keys=True))
         # Recorded last, from the files as written: what a complete copy of this model holds.
         model.info.metadata["files"] = {
-            path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+            path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
             for path in sorted(target.iterdir()) if path.is_file() and path.name != "model.yaml"
         }
     return _release(bentoml.models.get(model.tag))
@@ -188,7 +187,7 @@ def verify_model(tag: str) -> ModelRelease:
             raise StageError(f"model {release.tag} is incomplete: {name} is missing")
         if path.stat().st_size != expected.get("size"):
             raise StageError(f"model {release.tag} is incomplete: {name} has the wrong size")
-        if _sha256(path) != expected.get("sha256"):
+        if file_sha256(path) != expected.get("sha256"):
             raise StageError(f"model {release.tag} is damaged: {name} does not match its checksum")
     _check_model_dir(release.path)
     return release
@@ -369,14 +368,6 @@ def _pointer_lock() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bentoml_metadata(value: Any) -> Any:

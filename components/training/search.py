@@ -57,24 +57,27 @@ NO_CHECKPOINTS = 10**9
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The ranges the trials draw from; ``epochs`` is None when ``max_steps`` fixes a run's length."""
+    """The ranges the trials draw from; a setting is None when it is not searched: set in the
+    config (an explicit value always wins), or ``epochs`` when ``max_steps`` fixes a run's length."""
 
-    learning_rate: tuple[float, float]
+    learning_rate: tuple[float, float] | None
     epochs: tuple[float, float] | None
-    class_weights: list[str]
+    class_weights: list[str] | None
 
     @classmethod
-    def around(cls, config: TrainingConfig) -> "SearchSpace":
-        """``config.search``'s ranges, widened to hold ``config``'s own values (trial 0)."""
+    def around(cls, config: TrainingConfig, fixed: frozenset[str] = frozenset()) -> "SearchSpace":
+        """``config.search``'s ranges, widened to hold ``config``'s own values (trial 0), without
+        the settings named in ``fixed``."""
         search = config.search
 
         def widened(bounds: tuple[float, float], own: float) -> tuple[float, float]:
             return min(bounds[0], own), max(bounds[1], own)
 
         return cls(
-            learning_rate=widened(search.learning_rate, config.learning_rate),
-            epochs=None if config.max_steps is not None else widened(search.epochs, config.epochs),
-            class_weights=list(dict.fromkeys([config.class_weights, *search.class_weights])),
+            learning_rate=None if "learning_rate" in fixed else widened(search.learning_rate, config.learning_rate),
+            epochs=None if config.max_steps is not None or "epochs" in fixed else widened(search.epochs, config.epochs),
+            class_weights=None if "class_weights" in fixed else
+            list(dict.fromkeys([config.class_weights, *search.class_weights])),
         )
 
     def own(self, config: TrainingConfig) -> dict[str, Any]:
@@ -86,10 +89,13 @@ class SearchSpace:
         return [name for name in SEARCHED if getattr(self, name) is not None]
 
     def suggest(self, trial: "optuna.Trial") -> dict[str, Any]:
-        params: dict[str, Any] = {"learning_rate": trial.suggest_float("learning_rate", *self.learning_rate, log=True)}
+        params: dict[str, Any] = {}
+        if self.learning_rate is not None:
+            params["learning_rate"] = trial.suggest_float("learning_rate", *self.learning_rate, log=True)
         if self.epochs is not None:
             params["epochs"] = trial.suggest_float("epochs", *self.epochs)
-        params["class_weights"] = trial.suggest_categorical("class_weights", self.class_weights)
+        if self.class_weights is not None:
+            params["class_weights"] = trial.suggest_categorical("class_weights", self.class_weights)
         return params
 
 
@@ -135,7 +141,11 @@ def search_recipe(
     # Optuna logs every trial at INFO; this module logs one line per trial itself.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search, metric = config.search, config.early_stopping_metric
-    space = SearchSpace.around(config)
+    # A value set in the config always wins: only the recipe's own decisions are searched.
+    space = SearchSpace.around(config, frozenset(c.setting for c in recipe.choices if c.source == "config"))
+    if not space.names:
+        raise ConfigError("config: training.search has nothing to search: learning_rate, epochs and "
+                          "class_weights are all set in the config (or max_steps fixes the length)")
     study = optuna.create_study(
         direction="minimize" if metric == "loss" else "maximize",
         sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=STARTUP_TRIALS),

