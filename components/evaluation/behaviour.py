@@ -45,6 +45,7 @@ class BehaviouralResult:
     tested: int
     passed: int
     min_pass_rate: float | None = None  # None: the gate's min_behavioural_pass_rate applies
+    min_tested: int | None = None  # fewer inputs tested: reported, not gated (None: always gated)
     skipped: str | None = None  # why nothing was tested
     failures: list[dict[str, Any]] = field(default_factory=list)  # a few examples
 
@@ -102,7 +103,8 @@ def _plan(case: BehaviouralCase, task: Task, rng: random.Random) -> list[tuple[A
 def _judge(case: BehaviouralCase, plan: list[tuple[Any, Any]], known: dict[Any, np.ndarray],
            labels: list[str]) -> BehaviouralResult:
     result = BehaviouralResult(name=case.name, kind=case.kind, perturbation=case.perturbation,
-                               tested=len(plan), passed=0, min_pass_rate=case.min_pass_rate)
+                               tested=len(plan), passed=0, min_pass_rate=case.min_pass_rate,
+                               min_tested=case.min_tested)
     if not plan:
         result.skipped = f"the perturbation {case.perturbation!r} applies to none of the {len(case.texts)} inputs"
         return result

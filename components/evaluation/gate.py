@@ -280,10 +280,13 @@ def _fairness_checks(challenger: EvaluationReport, config: GateConfig) -> list[G
 
 
 def _behavioural_checks(challenger: EvaluationReport, default_minimum: float) -> list[GateCheck]:
-    checks, passed, skipped = [], [], []
+    checks, passed, skipped, too_few = [], [], [], []
     for result in challenger.behavioural:
         if result.pass_rate is None:
             skipped.append(result.name)
+            continue
+        if result.min_tested is not None and result.tested < result.min_tested:
+            too_few.append(f"{result.name} {result.passed}/{result.tested}")
             continue
         minimum = default_minimum if result.min_pass_rate is None else result.min_pass_rate
         if result.pass_rate < minimum:
@@ -295,6 +298,8 @@ def _behavioural_checks(challenger: EvaluationReport, default_minimum: float) ->
     if not checks:
         detail = "; ".join(passed) if passed else "no behavioural cases ran"
         note = f"; skipped (nothing to test): {', '.join(skipped)}" if skipped else ""
+        if too_few:
+            note += f"; reported, not judged (fewer inputs than its min_tested): {', '.join(too_few)}"
         checks.append(GateCheck("behavioural", True,
                                 f"behavioural: every pass rate meets its minimum ({detail}){note}"))
     return checks

@@ -177,6 +177,21 @@ def test_a_behavioural_failure_rejects_with_the_case_name(good):
     assert any("'strict'" in r and "< minimum 1.00" in r for r in decision.reasons)
 
 
+def test_a_check_with_fewer_inputs_than_its_min_tested_is_reported_not_judged(good):
+    # On 2,000 VADER tweets the name-swap check found 4 tweets with a name: 3/4 is not evidence.
+    results = [BehaviouralResult(name="name-swap invariance", kind="invariance", perturbation="names", tested=4,
+                                 passed=3, min_tested=20),
+               BehaviouralResult(name="typo invariance", kind="invariance", perturbation="typos", tested=80,
+                                 passed=79, min_tested=20)]
+    decision = decide(replace(good[1], behavioural=results), None, None, GateConfig())
+    check = next(c for c in decision.checks if c.name == "behavioural")
+    assert check.passed and "typo invariance 0.99" in check.message
+    assert "reported, not judged (fewer inputs than its min_tested): name-swap invariance 3/4" in check.message
+    # The same 3/4 with enough inputs asked for, or a case that always gates, fails.
+    results[0] = replace(results[0], min_tested=None)
+    assert not decide(replace(good[1], behavioural=results), None, None, GateConfig()).promote
+
+
 def test_the_champion_must_be_scored_on_the_same_test_data(demo, good, tmp_path):
     other = judge(good[0], demo, tmp_path, test=demo.test.iloc[:100])
     with pytest.raises(StageError, match="re-score it on this run's splits"):

@@ -89,16 +89,18 @@ def builtin_cases(labels: list[str], texts: list[str], predicted: list[str], con
     cases: list[BehaviouralCase] = []
     sample = _sample(texts, config.behavioural_sample_rows, rng)
     if config.builtin_invariance and sample:
-        cases.append(BehaviouralCase(kind="invariance", name="typo invariance", texts=sample, perturbation="typos"))
+        enough = config.builtin_min_tested
+        cases.append(BehaviouralCase(kind="invariance", name="typo invariance", texts=sample, perturbation="typos",
+                                     min_tested=enough))
         cased = [text for text in sample if text != text.lower()]
         if cased:
             cases.append(BehaviouralCase(kind="invariance", name="casing invariance", texts=cased,
-                                         perturbation="casing"))
+                                         perturbation="casing", min_tested=enough))
         # Names are rare in most texts, so all test texts are searched for them, not just the sample.
         named = _sample([text for text in texts if _NAME_PATTERN.search(text)], config.behavioural_sample_rows, rng)
         if named:
             cases.append(BehaviouralCase(kind="invariance", name="name-swap invariance", texts=named,
-                                         perturbation="names"))
+                                         perturbation="names", min_tested=enough))
     if config.behavioural is None and config.demo_cases and _SENTIMENT <= set(labels):
         cases.extend(demo_cases(labels, texts, predicted, config, rng))
     return cases
