@@ -53,9 +53,8 @@ def bootstrap_intervals(truth: np.ndarray, probabilities: np.ndarray, labels: li
     """
     if samples <= 0 or len(truth) == 0:
         return {}
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(truth), np.full(len(truth), 1 / len(truth)), size=samples).astype(float)
-    scores = weighted_scores(truth, probabilities, weights, labels, bins, per_class=False)
+    scores = weighted_scores(truth, probabilities, resample_weights(len(truth), samples, seed), labels, bins,
+                             per_class=False)
     intervals = {}
     for name in HEADLINE:
         values = np.asarray(scores[name], dtype=float)
@@ -80,14 +79,20 @@ def bootstrap_label_scores(truth: np.ndarray, predictions: dict[str, np.ndarray]
         raise DataError("metrics: no rows to score")
     if samples <= 0:
         return {}
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(truth), np.full(len(truth), 1 / len(truth)), size=samples).astype(float)
+    weights = resample_weights(len(truth), samples, seed)
     identity = np.eye(n_labels)
     return {
         name: np.asarray(weighted_scores(truth, identity[np.asarray(predicted, dtype=int)], weights,
                                          list(range(n_labels)), CALIBRATION_BINS, per_class=False)[metric], dtype=float)
         for name, predicted in predictions.items()
     }
+
+
+def resample_weights(rows: int, samples: int, seed: int) -> np.ndarray:
+    """``samples`` bootstrap resamples of ``rows`` rows as multinomial counts (samples x rows), so
+    every resample is scored at once by ``weighted_scores``."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(rows, np.full(rows, 1 / rows), size=samples).astype(float)
 
 
 def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> float:

@@ -13,9 +13,9 @@ compared with. Constraints filter; then the winner is chosen under the probes' u
 (``ranking``): every candidate's validation predictions are scored on the same bootstrap
 resamples (``selection.bootstrap_samples``), the best wins when the paired interval of its lead
 over every other clears ``selection.tie_tolerance``; candidates it does not clearly beat are a
-tie, which goes to the largest (a probe's tie says little about what fine-tuning reaches). The ranked table, with each score's interval, each candidate's
-difference from the winner and one sentence on why the winner won, is written as HTML and JSON
-into the run record.
+tie, which goes to the largest (a probe's tie says little about what fine-tuning reaches). The
+ranked table, with each score's interval, each candidate's difference from the winner and one
+sentence on why the winner won, is written as HTML and JSON into the run record.
 
 The pieces: ``report`` (the table's rows), ``probe`` (one candidate), ``floor`` (the baseline),
 ``measure`` (latency and memory), ``ranking`` (constraints and the winner), ``page`` (HTML).

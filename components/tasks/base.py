@@ -125,10 +125,10 @@ class Task(ABC):
     def model_inputs(self, processor, inputs: list[Any], max_length: int) -> dict[str, Any]:
         """The ``model(**inputs)`` tensors of raw inputs, for inference."""
 
-    def length_profile(self, source: str, inputs: list[Any]) -> tuple[np.ndarray, int | None] | None:
-        """The encoded length of each input (up to the model's limit) and that limit (None when
-        unknown), for the recipe's ``training.max_length``; None for a task whose inputs have no
-        length (the default), which leaves that setting alone."""
+    def input_lengths(self, source: str, inputs: list[Any], limit: int) -> np.ndarray | None:
+        """The encoded length of each input (counted up to ``limit``) with the processor of
+        checkpoint ``source``, for the recipe's ``training.max_length``; None for a task whose
+        inputs have no length (the default), which leaves that setting alone."""
         return None
 
     def inference_order(self, inputs: list[Any]) -> np.ndarray:

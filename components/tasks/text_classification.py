@@ -16,11 +16,7 @@ import pandas as pd
 
 from tuneops.components.tasks.base import Baseline, EncodedInputs, Task
 from tuneops.components.tasks.text import TEXT
-from tuneops.components.tasks.text.inspection import TOKENIZER_FILES, inspect_tokenizer, max_sequence_length
-
-# How far texts are tokenised to measure them when a model states no limit: far enough to see a
-# long tail, short enough to stay cheap.
-LENGTH_SCAN_LIMIT = 1024
+from tuneops.components.tasks.text.inspection import TOKENIZER_FILES, inspect_tokenizer
 
 if TYPE_CHECKING:
     from tuneops.components.config import (BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig,
@@ -94,13 +90,9 @@ class TextClassification(Task):
         lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
         return EncodedInputs(features=ids, lengths=lengths, pad_id=processor.pad_token_id or 0)
 
-    def length_profile(self, source: str, inputs: list[Any]) -> tuple[np.ndarray, int | None]:
-        """Token counts of the texts (special tokens included) and the model's position limit."""
-        from transformers import AutoConfig
-
-        tokenizer = self.load_processor(source)
-        limit = max_sequence_length(AutoConfig.from_pretrained(source, trust_remote_code=False), tokenizer)
-        return self.encode(tokenizer, inputs, limit or LENGTH_SCAN_LIMIT).lengths, limit
+    def input_lengths(self, source: str, inputs: list[Any], limit: int) -> np.ndarray:
+        """Token counts of the texts, special tokens included."""
+        return self.encode(self.load_processor(source), inputs, limit).lengths
 
     def collate(self, encoded: EncodedInputs, indices: np.ndarray, pad_multiple: int = 1) -> dict[str, Any]:
         """Dynamic padding: pad to the longest of these rows only (rounded up to ``pad_multiple``)."""

@@ -28,6 +28,7 @@ of the config, the training labels and the input lengths, so a resumed run decid
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -99,19 +100,18 @@ def unresolved_settings(config: TrainingConfig) -> list[str]:
 
 def recipe_for_run(train: pd.DataFrame, checkpoint: str, config: TrainingConfig, task: Task,
                    champion_dir: Path | None = None) -> Recipe:
-    """``decide_recipe`` for fine-tuning ``checkpoint`` on ``train``: the input lengths come from
-    the checkpoint's own processor (only measured when ``max_length`` is unset)."""
-    lengths, limit = None, None
+    """``decide_recipe`` for fine-tuning ``checkpoint`` on ``train``. The checkpoint's size and
+    input limit come from its files (``inspect_checkpoint``: headers only, no weights loaded, any
+    ``@layers=K`` applied), the input lengths from its own processor; each is only looked up when
+    a setting that needs it is unset."""
+    lengths = limit = parameters = None
+    if config.max_length is None or config.learning_rate is None:
+        labels = sorted(set(train[LABEL].astype(str)))
+        inspection = inspect_checkpoint(checkpoint, len(labels), task, champion_dir)
+        parameters, limit = inspection.parameters, inspection.max_sequence_length
     if config.max_length is None:
         source = resolve_source(parse_spec(checkpoint), champion_dir)
-        profile = task.length_profile(source, train[task.input_column].tolist())
-        if profile is not None:
-            lengths, limit = profile
-    parameters = None
-    if config.learning_rate is None:
-        # Counted from the weights' headers (no weights loaded), with any @layers=K applied.
-        labels = sorted(set(train[LABEL].astype(str)))
-        parameters = inspect_checkpoint(checkpoint, len(labels), task, champion_dir, allow_pickle=True).parameters
+        lengths = task.input_lengths(source, train[task.input_column].tolist(), limit or FALLBACK_MODEL_LIMIT)
     return decide_recipe(config, train[LABEL].tolist(), lengths, limit, parameters)
 
 
@@ -131,16 +131,9 @@ def decide_recipe(
     """
     labels = [str(label) for label in train_labels]
     rows = len(labels)
-    choices = [
-        _batch_size(config, rows),
-    ]
-    batch_size = choices[0].value
-    choices.append(_epochs(config, rows, batch_size))
-    choices.append(_learning_rate(config, parameters))
-    choices.append(_class_weights(config, labels))
-    length = _max_length(config, input_lengths, model_limit)
-    if length is not None:
-        choices.append(length)
+    batch = _batch_size(config, rows)
+    choices = [batch, _epochs(config, rows, batch.value), _learning_rate(config, parameters),
+               _class_weights(config, labels), _max_length(config, input_lengths, model_limit)]
     decided = {choice.setting: choice.value for choice in choices if choice.source == "auto"}
     return Recipe(config=config.model_copy(update=decided), choices=choices)
 
@@ -208,7 +201,7 @@ def _rate(value: float) -> str:
 def _class_weights(config: TrainingConfig, labels: list[str]) -> RecipeChoice:
     if (given := _configured(config, "class_weights")) is not None:
         return given
-    counts = sorted(((labels.count(label), label) for label in set(labels)), reverse=True)
+    counts = sorted(((count, label) for label, count in Counter(labels).items()), reverse=True)
     if len(counts) < 2:
         return RecipeChoice("class_weights", "none", "auto", "fewer than two classes in the training rows")
     (largest, big), (smallest, small) = counts[0], counts[-1]
@@ -220,7 +213,7 @@ def _class_weights(config: TrainingConfig, labels: list[str]) -> RecipeChoice:
     return RecipeChoice("class_weights", "none", "auto", f"{described}: balanced enough to train unweighted")
 
 
-def _max_length(config: TrainingConfig, lengths: np.ndarray | None, model_limit: int | None) -> RecipeChoice | None:
+def _max_length(config: TrainingConfig, lengths: np.ndarray | None, model_limit: int | None) -> RecipeChoice:
     if (given := _configured(config, "max_length")) is not None:
         return given
     limit = model_limit or FALLBACK_MODEL_LIMIT

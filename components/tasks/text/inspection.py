@@ -39,11 +39,10 @@ def inspect_tokenizer(directory: Path, config, names: list[str]) -> int | None:
         raise CandidateUnusable(
             f"tokenizer has {len(tokenizer)} tokens but the model embeds only {embedding_rows}: they do not belong together"
         )
-    return max_sequence_length(config, tokenizer)
+    return _max_sequence_length(config, tokenizer)
 
 
-def max_sequence_length(config, tokenizer) -> int | None:
-    """The longest input a model takes: its position embeddings and its tokenizer's stated limit."""
+def _max_sequence_length(config, tokenizer) -> int | None:
     limits = []
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
