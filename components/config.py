@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tuneops.components.errors import ConfigError
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
+PACKAGED_EFFICIENTNET = "packaged:efficientnet-lite0"
+TEXT_TASK = "text-classification"
+IMAGE_TASK = "image-classification"
+# Digits of the embedded image demo: enough for a model well above the floor in a few CPU minutes.
+IMAGE_DEMO_ROWS = 1200
 DEMO_GROUP_COLUMNS = ["product_category", "region"]
 
 
@@ -31,6 +36,9 @@ class DataConfig(Section):
     test_path: str | None = Field(None, description="held-out test file; unset = stratified split of path")
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = "auto"
     text_column: str = Field("text", min_length=1)
+    image_column: str = Field(
+        "image", min_length=1, description="image tasks, table inputs: the column of image paths (relative to the file)"
+    )
     label_column: str = Field("label", min_length=1)
     group_columns: list[str] | None = Field(None, description="slice/fairness columns; unset = none (demo: its own)")
     labels: list[str] | None = Field(None, description="declared label set; unset = inferred from train")
@@ -44,15 +52,17 @@ class DataConfig(Section):
     split_seed: int = Field(42, ge=0)
 
     @model_validator(mode="after")
-    def _demo_groups(self) -> "DataConfig":
-        if self.group_columns is None and self.path is None:
-            self.group_columns = list(DEMO_GROUP_COLUMNS)
+    def _distinct_labels(self) -> "DataConfig":
         if self.labels is not None and len(set(self.labels)) < 2:
             raise ValueError("data.labels must declare at least 2 distinct labels")
         return self
 
     @property
     def groups(self) -> list[str]:
+        """The group columns; unset on the demo = the text demo's own (PipelineConfig sets [] for
+        a task whose demo has none)."""
+        if self.group_columns is None and self.path is None:
+            return list(DEMO_GROUP_COLUMNS)
         return list(self.group_columns or [])
 
 
@@ -94,6 +104,10 @@ class ValidationConfig(Section):
             "duplicates": "block",
             "leakage": "block",
             "group_not_mostly_null": "warn",
+            "image_decodes": "block",
+            "image_pixels": "block",
+            "image_size": "block",
+            "image_mode": "warn",
         },
         description="per-check severity (block / warn / off); unnamed checks keep their default",
     )
@@ -113,6 +127,12 @@ class ValidationConfig(Section):
     max_class_imbalance: float = Field(20.0, ge=1.0, description="largest / smallest class count in train")
     max_group_null_rate: float = Field(0.2, ge=0.0, le=1.0)
     max_encoding_issue_rate: float = Field(0.01, ge=0.0, le=1.0, description="per encoding check and split")
+    # Image limits. The pixel count is read from the file header before any decoding, so a
+    # decompression bomb (a small PNG of 30000x30000 pixels) is refused without being expanded.
+    max_image_pixels: int = Field(40_000_000, ge=1, description="width x height of one image")
+    max_image_bytes: int = Field(50_000_000, ge=1, description="size of one image file")
+    min_image_side: int = Field(8, ge=1, description="pixels; smaller images carry too little to classify")
+    max_image_side: int = Field(20_000, ge=1, description="pixels, either side")
 
     @field_validator("severity", mode="after")
     @classmethod
@@ -198,6 +218,17 @@ class TrainingConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
+    image_size: int | None = Field(
+        None, ge=32, le=1024, description="images: side of the square model input; unset = from the data, up to the model's"
+    )
+    freeze_stages: int | None = Field(
+        None, ge=0, le=64, description="images: freeze the stem and the first K stages; unset = the recipe decides"
+    )
+    augment: list[Literal["flip", "crop", "jitter"]] = Field(
+        default_factory=lambda: ["flip", "crop", "jitter"],
+        description="images: light random changes of training batches (horizontal flip, resized crop, brightness/"
+                    "contrast jitter); [] or false = none. Drop flip for handed content (digits, text, arrows)",
+    )
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout of the model; unset = keep")
     freeze_embeddings: bool = False
     freeze_layers: int = Field(0, ge=0)
@@ -220,6 +251,14 @@ class TrainingConfig(Section):
     processes: int = Field(1, ge=1, le=64, description="data-parallel processes on this machine")
     peak_tflops: float | None = Field(None, gt=0, description="GPU peak for MFU when the GPU is not in the table")
     search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_switch(cls, value: Any) -> Any:
+        # true / false switch every augmentation on or off.
+        if isinstance(value, bool):
+            return ["flip", "crop", "jitter"] if value else []
+        return value
 
     @model_validator(mode="after")
     def _search_in_one_process(self) -> "TrainingConfig":
@@ -307,6 +346,11 @@ class ServingConfig(Section):
     max_latency_ms: int = Field(5000, ge=10, le=600_000, description="queue deadline before a 503")
     max_items: int = Field(64, ge=1, le=10_000, description="texts per request; more is a 400")
     max_text_chars: int = Field(2000, ge=1, le=1_000_000, description="characters per text; longer is a 400")
+    max_image_bytes: int = Field(10_000_000, ge=1, description="bytes per image (decoded from base64); more is a 4xx")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="width x height per image, read before decoding")
+    max_request_bytes: int | None = Field(
+        None, ge=1024, description="request body cap (413 above); unset = what max_items inputs need, at most 64 MiB"
+    )
     log_text: Literal["text", "hash"] = Field("text", description="hash: the prediction log keeps sha256, not text")
     auth_token_env: str = Field(
         "TUNEOPS_API_TOKEN", min_length=1, description="env var with the bearer token; unset/empty = no auth"
@@ -342,7 +386,7 @@ class MonitoringConfig(Section):
 class PipelineConfig(Section):
     """Every setting of a tuneops run. ``PipelineConfig()`` is the embedded demo."""
 
-    task: Literal["text-classification"] = "text-classification"
+    task: Literal["text-classification", "image-classification"] = TEXT_TASK
     data: DataConfig = Field(default_factory=DataConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
@@ -353,9 +397,20 @@ class PipelineConfig(Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
-    def _demo_cases_on_the_demo_only(self) -> "PipelineConfig":
+    def _defaults_for_task_and_data(self) -> "PipelineConfig":
+        demo = self.data.path is None
+        if self.task == IMAGE_TASK:
+            if "candidates" not in self.selection.model_fields_set:
+                self.selection.candidates = [PACKAGED_EFFICIENTNET]
+            if demo and "demo_rows" not in self.data.model_fields_set:
+                self.data.demo_rows = IMAGE_DEMO_ROWS
+            # The digits demo has no group columns, and the review cases are text.
+            if demo and self.data.group_columns is None:
+                self.data.group_columns = []
+            if self.evaluation.demo_cases is None:
+                self.evaluation.demo_cases = False
         if self.evaluation.demo_cases is None:
-            self.evaluation.demo_cases = self.data.path is None
+            self.evaluation.demo_cases = demo
         return self
 
     def config_hash(self) -> str:
@@ -423,13 +478,18 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
                 block[key] = str(base / value)
 
 
+_TOP_LEVEL_KEYS = ("task",)
+
+
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"config: --set expects section.key=value, got {override!r}")
     dotted, _, text = override.partition("=")
     keys = [k.strip() for k in dotted.split(".")]
-    if len(keys) < 2 or not all(keys):
-        raise ConfigError(f"config: --set expects section.key=value, got {override!r}")
+    # Top-level settings that are not sections (``task``) are set by their own name.
+    top_level = len(keys) == 1 and keys[0] in _TOP_LEVEL_KEYS
+    if (len(keys) < 2 and not top_level) or not all(keys):
+        raise ConfigError(f"config: --set expects section.key=value (or task=...), got {override!r}")
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:

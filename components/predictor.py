@@ -78,7 +78,9 @@ class Predictor:
         return [self._prediction(row) for row in probabilities]
 
     def embed(self, inputs: list[Any], batch_size: int = 64) -> np.ndarray:
-        """Mean-pooled last hidden states of the model's own encoder (for probes and embedding drift)."""
+        """The model's own features of each input (for probes and embedding drift): mean-pooled last
+        hidden states of a text encoder; of an image model, the pooled features its classifier
+        head reads (EfficientNet's 1,280, ResNet's pooler output, ViT's class token)."""
         _, embeddings = self._run(inputs, batch_size, want_embeddings=True)
         return embeddings
 
@@ -113,19 +115,60 @@ class Predictor:
 
         inputs = list(inputs)
         probabilities = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
-        hidden = self.model.config.hidden_size
-        embeddings = np.zeros((len(inputs), hidden), dtype=np.float32) if want_embeddings else np.zeros((0, hidden))
+        head = _head_input(self.model)
+        width = _embedding_width(self.model, head)
+        embeddings = np.zeros((len(inputs), width), dtype=np.float32) if want_embeddings else np.zeros((0, width))
         order = self.task.inference_order(inputs)
-        with torch.inference_mode(), autocast(self.device, inference_precision(self.device)):
-            for start in range(0, len(inputs), batch_size):
-                index = order[start:start + batch_size]
-                batch = self.task.model_inputs(self.processor, [inputs[i] for i in index], self.max_length)
-                batch = {key: value.to(self.device) for key, value in batch.items()}
-                output = self.model(**batch, output_hidden_states=want_embeddings)
-                probabilities[index] = torch.softmax(output.logits.float(), dim=-1).cpu().numpy()
-                if want_embeddings:
-                    embeddings[index] = _mean_pool(output.hidden_states[-1].float(), batch.get("attention_mask"))
+        captured: list = []
+        # The head's input is the pooled feature vector itself: caught on the way in, for free.
+        hook = head.register_forward_pre_hook(lambda _, args: captured.append(args[0])) \
+            if want_embeddings and head is not None else None
+        try:
+            with torch.inference_mode(), autocast(self.device, inference_precision(self.device)):
+                for start in range(0, len(inputs), batch_size):
+                    index = order[start:start + batch_size]
+                    batch = self.task.model_inputs(self.processor, [inputs[i] for i in index], self.max_length)
+                    batch = {key: value.to(self.device) for key, value in batch.items()}
+                    captured.clear()
+                    output = self.model(**batch, output_hidden_states=want_embeddings and head is None)
+                    probabilities[index] = torch.softmax(output.logits.float(), dim=-1).cpu().numpy()
+                    if want_embeddings and head is not None:
+                        embeddings[index] = captured[-1].float().flatten(1).cpu().numpy()
+                    elif want_embeddings:
+                        embeddings[index] = _mean_pool(output.hidden_states[-1].float(), batch.get("attention_mask"))
+        finally:
+            if hook is not None:
+                hook.remove()
         return probabilities, embeddings
+
+
+def _head_input(model):
+    """The classifier head of an image model, whose input is the pooled features; None for text
+    models, whose embeddings are the mean of the last hidden states."""
+    if getattr(model, "main_input_name", None) != "pixel_values":
+        return None
+    head = getattr(model, "classifier", None)
+    return head if head is not None and _first_linear(head) is not None else None
+
+
+def _embedding_width(model, head) -> int:
+    """Width of the embeddings: the head's input features for an image model (EfficientNet's
+    ``hidden_size`` is not its pooled width: ``hidden_dim`` is), the hidden size for text."""
+    if head is not None:
+        return int(_first_linear(head).in_features)
+    config = model.config
+    width = getattr(config, "hidden_size", None)
+    if width is None and isinstance(getattr(config, "hidden_sizes", None), (list, tuple)):
+        width = config.hidden_sizes[-1]  # a convolutional backbone's last stage
+    return int(width or getattr(config, "hidden_dim", 0))
+
+
+def _first_linear(module):
+    import torch
+
+    if isinstance(module, torch.nn.Linear):
+        return module
+    return next((child for child in module.modules() if isinstance(child, torch.nn.Linear)), None)
 
 
 def _mean_pool(last_hidden, mask) -> np.ndarray:

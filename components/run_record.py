@@ -115,6 +115,7 @@ class RunRecord:
     def summary(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "task": self.config.task,
             "status": self.status,
             "error": self.error,
             "stages": self.stages,

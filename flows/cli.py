@@ -115,7 +115,10 @@ def _print_summary(summary: dict) -> None:
     for reason in (summary.get("gate") or {}).get("reasons", []):
         console.print(f"  - {reason}", markup=False)  # reasons quote data, which may hold brackets
     throughput = (summary.get("training") or {}).get("throughput") or {}
-    if throughput:
+    if throughput and summary.get("task") == "image-classification":  # images have no tokens
+        console.print(f"fine-tune: {throughput['samples_per_second']:,.0f} images/s on {throughput['device']} "
+                      f"({throughput['precision']})")
+    elif throughput:
         console.print(f"fine-tune: {throughput['real_tokens_per_second']:,.0f} real tokens/s on {throughput['device']} "
                       f"({throughput['precision']}), padding efficiency {throughput['padding_efficiency']:.2f}")
     recipe = summary.get("recipe") or []

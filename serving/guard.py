@@ -1,10 +1,17 @@
 """An ASGI middleware in front of the service's API: request ids, bearer-token auth, a body size
-cap, and 400 answers rewritten so their ``error`` says what is wrong.
+cap, file uploads turned into the JSON request (image models), and 400 answers rewritten so their
+``error`` says what is wrong.
 
 Health, readiness and metrics stay open (probes and Prometheus scrapers carry no token); every
 other path needs ``Authorization: Bearer <token>`` when the variable named by
 ``serving.auth_token_env`` holds a token. The token is read when the server builds its app, in
 the serving process, never at import.
+
+The guard knows the served task only by name, for two things that depend on what an input is:
+the body cap (texts or base64 images) and whether a ``multipart/form-data`` upload is accepted.
+An upload to an image model is parsed here (serving/multipart.py) and handed on as the JSON body
+``{"images": [<base64 of each file>]}`` with its Content-Type and Content-Length replaced, so the
+service validates one request format; to a text model it is a 415.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ import re
 import uuid
 from typing import Any, Awaitable, Callable
 
-from tuneops.components.config import ServingConfig
+from tuneops.components.config import IMAGE_TASK, TEXT_TASK, ServingConfig
 from tuneops.components.request_context import REQUEST_ID
 from tuneops.serving.metrics import service_metrics
+from tuneops.serving.multipart import UploadProblem, file_parts, is_multipart, upload_to_json
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -29,21 +37,47 @@ OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REASONS = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
             413: "too_large", 415: "unsupported_media_type"}
+# One 400 answer names at most this many problems (a request of 64 bad images would otherwise
+# get an error line of 64 reasons), each cut to a readable length.
+_MAX_PROBLEMS, _MAX_PROBLEM_CHARS = 5, 300
+_JSON_ONLY = b"application/json"
 
 
-def max_body_bytes(config: ServingConfig) -> int:
-    """The largest request body worth reading: every text at its maximum length, each character
-    JSON-escaped (``\\uXXXX``, 6 bytes), plus room for the envelope."""
-    return config.max_items * (config.max_text_chars * 6 + 8) + 4096
+# The default ceiling of a request body, whatever the per-input limits add up to.
+DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+
+
+def max_body_bytes(config: ServingConfig, task: str = TEXT_TASK) -> int:
+    """The largest request body worth reading, plus room for the envelope.
+
+    ``serving.max_request_bytes`` sets it; unset, it is what ``max_items`` inputs at their limits
+    need, at most 64 MiB.
+    Text: every text at its maximum length, each character JSON-escaped (``\\uXXXX``, 6 bytes).
+    Images: every image at ``max_image_bytes``, base64-encoded (4 characters per 3 bytes), with
+    its quotes and separator; a multipart upload of the same images is smaller (raw bytes plus a
+    few hundred bytes of part headers each), so the one cap covers both.
+    """
+    if config.max_request_bytes is not None:
+        return config.max_request_bytes
+    if task == IMAGE_TASK:
+        needed = config.max_items * (4 * -(-config.max_image_bytes // 3) + 8) + 4096
+    else:
+        needed = config.max_items * (config.max_text_chars * 6 + 8) + 4096
+    # A request is held in memory while it is read: 64 images of 10 MB would be 853 MB.
+    return min(needed, DEFAULT_MAX_REQUEST_BYTES)
 
 
 class RequestGuard:
     """Pure ASGI middleware (no extra task per request, streaming untouched)."""
 
-    def __init__(self, app: Callable, config: ServingConfig, api_paths: tuple[str, ...] = ("/classify",)) -> None:
+    def __init__(self, app: Callable, config: ServingConfig, task: str = TEXT_TASK,
+                 api_paths: tuple[str, ...] = ("/classify",)) -> None:
         self.app = app
         self.token = os.environ.get(config.auth_token_env, "").strip() or None
-        self.max_body = max_body_bytes(config)
+        self.task = task
+        self.images = task == IMAGE_TASK
+        self.max_body = max_body_bytes(config, task)
+        self.max_files, self.max_file_bytes = config.max_items, config.max_image_bytes
         self.api_paths = frozenset(api_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,11 +94,25 @@ class RequestGuard:
                             extra_headers=[(b"www-authenticate", b'Bearer realm="tuneops"')])
                 return
             if scope["path"] in self.api_paths and scope.get("method") == "POST":
+                content_type = headers.get(b"content-type")
+                upload = is_multipart(content_type)
+                if upload and not self.images:
+                    await _json(send, 415, {"error": f"multipart uploads are for image models; this service answers "
+                                                     f"{self.task} requests: send JSON"})
+                    return
                 body = await self._read_body(headers, receive)
                 if body is None:
-                    await _json(send, 413, {"error": f"request body over {self.max_body} bytes; "
-                                                     "send fewer or shorter texts"})
+                    fewer = "send fewer or smaller images" if self.images else "send fewer or shorter texts"
+                    await _json(send, 413, {"error": f"request body over {self.max_body} bytes; {fewer}"})
                     return
+                if upload:
+                    try:
+                        files = file_parts(body, content_type, self.max_files, self.max_file_bytes)
+                    except UploadProblem as problem:
+                        await _json(send, problem.status, {"error": str(problem)})
+                        return
+                    body = upload_to_json(files)
+                    scope = _with_json_body(scope, len(body))
                 receive = _replay(body, receive)
                 send = _clear_400(send)
             await self.app(scope, receive, send)
@@ -107,6 +155,13 @@ def _request_id(header: bytes | None) -> str:
         if _CLIENT_REQUEST_ID.match(text):
             return text
     return uuid.uuid4().hex
+
+
+def _with_json_body(scope: Scope, length: int) -> Scope:
+    """A copy of ``scope`` whose headers describe a JSON body of ``length`` bytes (the rewritten upload)."""
+    kept = [(name, value) for name, value in scope.get("headers", [])
+            if name.lower() not in (b"content-type", b"content-length", b"content-encoding", b"transfer-encoding")]
+    return {**scope, "headers": [*kept, (b"content-type", _JSON_ONLY), (b"content-length", str(length).encode())]}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -179,7 +234,8 @@ def _clearer(body: bytes) -> bytes:
     for item in details:
         if not isinstance(item, dict):
             continue
-        message = str(item.get("msg", "")).removeprefix("Value error, ")
+        # One line, of a readable length: a message may quote an input (an image is megabytes).
+        message = _shortened(" ".join(str(item.get("msg", "")).split()).removeprefix("Value error, "))
         location = item.get("loc", [])
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
         # A message that names its own field (ours do) needs no location in front of it.
@@ -188,8 +244,18 @@ def _clearer(body: bytes) -> bytes:
         elif not where:
             message = f"body: {message}"
         problems.append(message)
+        # loc, msg and type only, never an "input": for an image that would echo megabytes of base64.
         cleaned.append({"loc": item.get("loc", []), "msg": message, "type": item.get("type")})
-    return json.dumps({"error": "; ".join(problems), "detail": cleaned}).encode()
+    shown = problems[:_MAX_PROBLEMS]
+    if len(problems) > len(shown):
+        shown.append(f"and {len(problems) - len(shown)} more")
+    return json.dumps({"error": "; ".join(shown), "detail": cleaned}).encode()
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= _MAX_PROBLEM_CHARS:
+        return message
+    return message[: _MAX_PROBLEM_CHARS - 3].rstrip() + "..."
 
 
 async def _json(send: Send, status: int, payload: dict, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:

@@ -65,9 +65,12 @@ def load_model(tag: str) -> LoadedModel:
     # inputs are), proves the weights load and run, and warms up the first real request.
     reference = release.reference()
     column = predictor.task.input_column
-    if column not in reference.columns or reference.empty:
+    usable = [value for value in (reference[column].head(20) if column in reference.columns else [])
+              if predictor.task.input_problem(value) is None]
+    warmup = usable[:1] or ([predictor.task.warmup_input()] if predictor.task.warmup_input() is not None else [])
+    if not warmup:
         raise StageError(f"model {release.tag}: its reference sample has no {column!r} rows to warm up with")
-    probabilities = predictor.predict_proba(reference[column].iloc[:1].tolist())
+    probabilities = predictor.predict_proba(warmup)
     if probabilities.shape != (1, len(predictor.labels)):
         raise StageError(f"model {release.tag} returned probabilities of shape {probabilities.shape}")
     return LoadedModel(release.tag, predictor)

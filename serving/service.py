@@ -153,4 +153,4 @@ class _ClientErrorFilter(logging.Filter):
         return not isinstance(error, ValidationError)
 
 
-TuneopsClassifier.add_asgi_middleware(RequestGuard, config=CONFIG)
+TuneopsClassifier.add_asgi_middleware(RequestGuard, config=CONFIG, task=TASK.name)

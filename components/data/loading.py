@@ -3,6 +3,11 @@
 Loading only checks what it must to build the splits: the file is readable and the columns the
 config names exist. Everything about the *content* (nulls, label set, duplicates, leakage, ...)
 is the job of ``tuneops.components.validation.validate``, which sees the raw values kept here.
+
+A task whose inputs are files (``Task.input_suffixes``: images) may also name a folder with one
+sub-folder per class, or a table of paths relative to it (``image_folder``). Loading asks the task
+only whether its inputs are files and which suffixes they have, so it never names a modality; the
+files themselves are hashed for the fingerprint, never decoded (validation decodes them).
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import logging
+import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +27,15 @@ import pandas as pd
 
 from tuneops.components.config import DataConfig
 from tuneops.components.data.columns import LABEL, SPLITS
-from tuneops.components.data.demo import write_demo_dataset
+from tuneops.components.data.image_folder import absolute_paths, file_content_hashes, read_class_folders
 from tuneops.components.data.split_size import ValidationShare, validation_share
 from tuneops.components.errors import ConfigError, DataError
 from tuneops.components.sampling import stratified_sample, stratified_split
 
 if TYPE_CHECKING:
     from tuneops.components.tasks.base import Task
+
+_log = logging.getLogger(__name__)
 
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -67,20 +77,22 @@ class DatasetSplits:
 
 
 def load_data(config: DataConfig, demo_directory: Path, task: "Task") -> DatasetSplits:
-    """Read the configured data (or write and read the demo) and split it.
+    """Read the configured data (or write and read the task's demo) and split it.
 
-    The user's input column (``task.source_column(config)``) becomes ``task.input_column``.
+    The user's input column (``task.source_column(config)``) becomes ``task.input_column``; for a
+    task whose inputs are files it holds absolute paths (from a class-folder layout or a table).
+    What a folder layout left out (hidden and other files) is one line in ``extra["ignored"]``.
     Raises ConfigError when a named column is missing, DataError when a file cannot be read.
     """
     if config.path is None:
-        path = write_demo_dataset(demo_directory, rows=config.demo_rows)
+        path = task.write_demo(demo_directory, rows=config.demo_rows)
     else:
         path = Path(config.path).expanduser()
-    frame = read_table(path, config.format)
-    frame = _canonical_columns(frame, config, path, task)
+    ignored: list[str] = []
+    frame = read_inputs(path, config, task, ignored)
     if config.test_path:
         test_path = Path(config.test_path).expanduser()
-        test = _canonical_columns(read_table(test_path, config.format), config, test_path, task)
+        test = read_inputs(test_path, config, task, ignored)
         if config.max_rows:
             frame = stratified_sample(frame, config.max_rows, config.split_seed)
         held_out = validation_share(frame[LABEL], config.validation_fraction)
@@ -100,11 +112,42 @@ def load_data(config: DataConfig, demo_directory: Path, task: "Task") -> Dataset
         **frames,
         group_columns=config.groups,
         source=source,
-        fingerprint=fingerprint_frames(frames),
+        fingerprint=fingerprint_frames(_with_file_contents(frames, task)),
         input_column=task.input_column,
         declared_labels=config.labels,
+        extra={"ignored": "; ".join(ignored)} if ignored else {},
         validation_share=held_out,
     )
+
+
+def read_inputs(path: Path, config: DataConfig, task: "Task", ignored: list[str]) -> pd.DataFrame:
+    """One data source (``data.path`` or ``data.test_path``) as the canonical columns.
+
+    For a task whose inputs are files, a directory that is not a saved Hugging Face dataset is a
+    class-folder layout, and the paths in a table are made absolute against the table's folder.
+    """
+    suffixes = tuple(task.input_suffixes)
+    if suffixes and config.format == "auto" and path.is_dir() and not _is_hf_dataset(path):
+        listing = read_class_folders(path, suffixes, task.source_column(config), config.label_column)
+        if listing.ignored:
+            _log.warning(listing.ignored)
+            ignored.append(listing.ignored)
+        return _canonical_columns(listing.frame, config, path, task)
+    frame = _canonical_columns(read_table(path, config.format), config, path, task)
+    if suffixes:
+        base = path if path.is_dir() else path.parent
+        frame[task.input_column] = absolute_paths(frame[task.input_column], base)
+    return frame
+
+
+def _with_file_contents(frames: dict[str, pd.DataFrame], task: "Task") -> dict[str, pd.DataFrame]:
+    """The frames to fingerprint: for file inputs, each path replaced by its file's content hash,
+    so changed pixels change the fingerprint and a moved folder does not."""
+    if not task.input_suffixes:
+        return frames
+    column = task.input_column
+    cache: dict[str, str] = {}
+    return {name: frame.assign(**{column: file_content_hashes(frame[column], cache)}) for name, frame in frames.items()}
 
 
 def read_table(path: Path, file_format: str = "auto") -> pd.DataFrame:
@@ -115,6 +158,9 @@ def read_table(path: Path, file_format: str = "auto") -> pd.DataFrame:
     """
     if not path.exists():
         raise DataError(f"data: {path} does not exist")
+    if not path.is_dir() and not stat.S_ISREG(os.stat(path).st_mode):
+        # A FIFO would block the read forever, a device never end.
+        raise DataError(f"data: {path} is not a regular file")
     kind = _detect_format(path, file_format)
     if kind != "hf" and path.is_file() and path.stat().st_size == 0:
         raise DataError(f"data: {path} is empty")
@@ -254,7 +300,7 @@ def _detect_format(path: Path, file_format: str) -> str:
             raise DataError(f"data: {path} is not a directory, so not a saved Hugging Face dataset")
         return file_format
     if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        if _is_hf_dataset(path):
             return "hf"
         raise DataError(f"data: {path} is a directory but not a saved Hugging Face dataset (no dataset_info.json)")
     kind = _SUFFIX_FORMATS.get(path.suffix.lower())
@@ -263,6 +309,11 @@ def _detect_format(path: Path, file_format: str) -> str:
             f"data: cannot tell the format of {path.name}; use .csv, .tsv, .jsonl or .parquet, or set data.format"
         )
     return kind
+
+
+def _is_hf_dataset(path: Path) -> bool:
+    """Whether a directory holds a dataset saved with ``datasets.save_to_disk``."""
+    return any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json"))
 
 
 def _read_hf_dataset(path: Path) -> pd.DataFrame:

@@ -82,7 +82,8 @@ def run_behavioural_checks(
     plans = [_plan(case, task, rng) for case in cases]
     wanted = {value for plan in plans for pair in plan for value in pair if value not in known}
     if wanted:
-        ordered = sorted(wanted)
+        # Texts are str; perturbed images are bytes beside their paths: sort each kind on its own.
+        ordered = sorted(wanted, key=lambda value: (isinstance(value, bytes), value))
         for value, row in zip(ordered, model.predict_proba(ordered)):
             known[value] = row
     return [_judge(case, plan, known, labels) for case, plan in zip(cases, plans)]
@@ -110,6 +111,8 @@ def _judge(case: BehaviouralCase, plan: list[tuple[Any, Any]], known: dict[Any, 
         return result
     for original, changed in plan:
         before, after = known[original], known[changed]
+        # A perturbed image is bytes: the report names what was done to which file instead.
+        shown = changed if isinstance(changed, str) else f"{case.perturbation} of {original}"
         if case.kind == "minimum":
             got = labels[int(after.argmax())]
             ok = got == case.expected
@@ -117,11 +120,11 @@ def _judge(case: BehaviouralCase, plan: list[tuple[Any, Any]], known: dict[Any, 
         elif case.kind == "invariance":
             expected, got = labels[int(before.argmax())], labels[int(after.argmax())]
             ok = expected == got
-            failure = {"text": original, "perturbed": changed, "expected": expected, "got": got}
+            failure = {"text": original, "perturbed": shown, "expected": expected, "got": got}
         else:
             index = labels.index(case.direction)
             ok = float(after[index]) >= float(before[index]) - DIRECTIONAL_TOLERANCE
-            failure = {"text": original, "perturbed": changed, "label": case.direction,
+            failure = {"text": original, "perturbed": shown, "label": case.direction,
                        "before": round(float(before[index]), 4), "after": round(float(after[index]), 4)}
         if ok:
             result.passed += 1

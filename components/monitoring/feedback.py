@@ -3,6 +3,13 @@
 Monitoring scores the champion on it (``check_feedback``); a retrain trains on the configured data
 plus the feedback (``merge_feedback``). Feedback files are read like training data (CSV, TSV,
 JSONL, Parquet), with the task's input column and ``label``.
+
+For a task whose inputs are files (``Task.input_suffixes``: images), the input column holds paths
+relative to the feedback file (or absolute ones), as in a training table. Such feedback merges with
+the training data (a class-folder layout or a table) into one table of absolute paths and labels;
+feedback files whose content (SHA-256) is already in the data, or repeated, are skipped, and so
+are feedback inputs that are not usable (missing, unreadable), which validation would otherwise
+block the whole retrain on.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import pandas as pd
 
 from tuneops.components.config import DataConfig, MonitoringConfig
 from tuneops.components.data.columns import LABEL
+from tuneops.components.data.image_folder import absolute_paths, file_content_hashes
 from tuneops.components.errors import DataError
 from tuneops.components.files import atomic_write_text
 from tuneops.components.metrics import classification_metrics
@@ -42,7 +50,8 @@ def read_feedback(path: str | Path, data: DataConfig, task: Task) -> pd.DataFram
 
     The columns may be named as in the training data (``task.source_column(data)`` /
     ``data.label_column``) or canonically (``task.input_column`` / ``label``). Rows with a
-    blank input are dropped. DataError when the file cannot be read or lacks the columns.
+    blank input are dropped; for a task whose inputs are files, paths are made absolute against
+    the feedback file's folder. DataError when the file cannot be read or lacks the columns.
     """
     from tuneops.components.data.loading import read_table
 
@@ -62,21 +71,34 @@ def read_feedback(path: str | Path, data: DataConfig, task: Task) -> pd.DataFram
     feedback = feedback.dropna()
     feedback[inputs] = feedback[inputs].astype(str)
     feedback[LABEL] = feedback[LABEL].astype(str)
-    return feedback[feedback[inputs].str.strip() != ""].reset_index(drop=True)
+    feedback = feedback[feedback[inputs].str.strip() != ""].reset_index(drop=True)
+    if task.input_suffixes:
+        feedback[inputs] = absolute_paths(feedback[inputs], path.parent)
+    return feedback
 
 
 def check_feedback(predictor, feedback: pd.DataFrame, path: str, metric: str, config: MonitoringConfig,
                    bins: int) -> FeedbackCheck:
     """Score the champion on the feedback rows whose label it knows, with ``metric``
-    (``bins``: ``evaluation.calibration_bins``, for the ECE among the scores)."""
+    (``bins``: ``evaluation.calibration_bins``, for the ECE among the scores). Rows whose input the
+    task cannot use (``Task.input_problem``: an image file gone or corrupt) are left out, with a note."""
     known = feedback[feedback[LABEL].isin(predictor.labels)]
     unknown = len(feedback) - len(known)
-    note = f"{unknown} rows with labels the model does not know were left out" if unknown else ""
+    notes = [f"{unknown} rows with labels the model does not know were left out"] if unknown else []
+    task = predictor.task
+    problems = [task.input_problem(value) for value in known[task.input_column]]
+    unusable = [problem for problem in problems if problem is not None]
+    if unusable:
+        # One bad file must not stop the champion being scored on the rest.
+        known = known[[problem is None for problem in problems]]
+        notes.append(f"{len(unusable)} feedback {task.input_noun}s that cannot be used were left out "
+                     f"(first: {unusable[0]})")
+    note = "; ".join(notes)
     if len(known) < config.min_feedback_rows:
         note = "; ".join(filter(None, [f"{len(known)} labelled rows (< monitoring.min_feedback_rows "
                                        f"{config.min_feedback_rows}): not scored", note]))
         return FeedbackCheck(str(path), len(known), metric, None, False, note)
-    probabilities = predictor.predict_proba(known[predictor.task.input_column].tolist())
+    probabilities = predictor.predict_proba(known[task.input_column].tolist())
     scores = classification_metrics(known[LABEL].tolist(), probabilities, list(predictor.labels), bins)
     value = float(scores[metric])
     return FeedbackCheck(str(path), len(known), metric, value, value < config.min_metric, note)
@@ -84,12 +106,16 @@ def check_feedback(predictor, feedback: pd.DataFrame, path: str, metric: str, co
 
 @dataclass
 class FeedbackMerge:
-    """The data a retrain uses: where it was written and how many rows came from where."""
+    """The data a retrain uses: where it was written and how many rows came from where.
+
+    ``skipped_rows`` are duplicates (of the data or of each other), ``unusable_rows`` feedback
+    inputs that could not be used (only for file inputs: a missing or unreadable image)."""
 
     path: Path
     base_rows: int
     feedback_rows: int
     skipped_rows: int
+    unusable_rows: int = 0
 
     def data_config(self, data: DataConfig) -> DataConfig:
         """``data`` reading the merged file (CSV) instead, with the configured group columns kept
@@ -104,16 +130,19 @@ def merge_feedback(data: DataConfig, feedback_path: str | Path, output_dir: Path
     Feedback rows whose input is already in the data, or repeated, are skipped (they would be
     duplicates, or leak between splits). Group columns the feedback lacks are ``unknown``.
     ``FeedbackMerge.data_config`` gives the data section that trains on the merged file.
+    For file inputs (images) see ``_merge_files``: inputs are compared by their files' content.
     """
-    from tuneops.components.data.demo import write_demo_dataset
     from tuneops.components.data.loading import read_table
 
     if data.path is None:
-        base_path = write_demo_dataset(Path(demo_directory or demo_dir()), rows=data.demo_rows)
+        base_path = task.write_demo(Path(demo_directory or demo_dir()), data.demo_rows)
         base_format = "auto"
     else:
         base_path = Path(data.path).expanduser()
         base_format = data.format
+    if task.input_suffixes:
+        return _merge_files(data.model_copy(update={"format": base_format}), base_path,
+                            read_feedback(feedback_path, data, task), output_dir, task)
     base = read_table(base_path, base_format)
     source = task.source_column(data)
     for needed in (source, data.label_column):
@@ -129,3 +158,28 @@ def merge_feedback(data: DataConfig, feedback_path: str | Path, output_dir: Path
     merged = pd.concat([base, rows], ignore_index=True)
     target = atomic_write_text(Path(output_dir) / "training-data.csv", merged.to_csv(index=False))
     return FeedbackMerge(target, len(base), len(rows), len(feedback) - len(rows))
+
+
+def _merge_files(data: DataConfig, base_path: Path, feedback: pd.DataFrame, output_dir: Path,
+                 task: Task) -> FeedbackMerge:
+    """File inputs: the training data (read as loading reads it: a class-folder layout or a table of
+    paths) and the usable, new feedback files, as one table of absolute paths under the user's
+    column names. "New" is by content: a feedback file with the bytes of a training file (or of an
+    earlier feedback file), whatever its name, is skipped."""
+    from tuneops.components.data.loading import read_inputs
+
+    inputs, source = task.input_column, task.source_column(data)
+    base = read_inputs(base_path, data, task, [])
+    usable = feedback[[task.input_problem(value) is None for value in feedback[inputs]]]
+    # One cache: a file named both in the data and in the feedback is read once.
+    hashes: dict[str, str] = {}
+    seen = set(file_content_hashes(base[inputs].astype(str), hashes))
+    contents = file_content_hashes(usable[inputs], hashes)
+    fresh = usable[~contents.isin(seen) & ~contents.duplicated()]
+    rows = pd.DataFrame({inputs: fresh[inputs], LABEL: fresh[LABEL]})
+    for column in data.groups:
+        rows[column] = "unknown"
+    merged = pd.concat([base, rows], ignore_index=True)
+    merged.columns = [source, data.label_column, *data.groups]
+    target = atomic_write_text(Path(output_dir) / "training-data.csv", merged.to_csv(index=False))
+    return FeedbackMerge(target, len(base), len(rows), len(usable) - len(rows), len(feedback) - len(usable))

@@ -8,7 +8,8 @@ One monitor run (``check_traffic``):
 2. with at least ``monitoring.min_rows`` predictions, compares them with the champion's
    reference sample (``monitoring.reference``, saved with the model at packaging time) through
    ``tuneops.components.evaluation.drift.compute_drift``: the task's input descriptors, embedding
-   drift, prediction drift;
+   drift, prediction drift (for a task whose log keeps records of its inputs, not the inputs:
+   images, ``Task.logs_inputs`` false, the records' descriptors and the predictions only);
 3. runs a small traffic report (``monitoring.traffic``: request volume, prediction distribution,
    mean confidence, prediction drift) and stores both snapshots in the workspace project
    ``tuneops`` (``monitoring.workspace``), whose dashboard panels plot them over time;
@@ -187,9 +188,15 @@ def _compare(report: MonitorReport, traffic: pd.DataFrame, reference: pd.DataFra
     else:
         if len(readable) < len(traffic):
             report.notes.append(f"{len(traffic) - len(readable)} hashed inputs left out of the drift report")
+        if not task.logs_inputs:
+            report.notes.append(f"the prediction log keeps a record of each {task.input_noun} (content hash and "
+                                f"descriptors), not the {task.input_noun}: drift compares the descriptors and the "
+                                f"predictions; logged {task.input_noun}s are not re-scored, no embedding drift")
         columns = [inputs, PREDICTION, SCORE]
+        # Re-scoring (and embedding) logged traffic needs the inputs themselves; records only describe them.
         result = compute_drift(reference[columns], readable[columns].reset_index(drop=True), output_dir / "drift",
-                               task, predictor=predictor, title=f"Traffic vs reference, monitor run {report.run_id}")
+                               task, predictor=predictor if task.logs_inputs else None,
+                               title=f"Traffic vs reference, monitor run {report.run_id}")
         drift_share = float(result.drift_share)
         report.drift_share = drift_share
         report.drifted_columns = list(result.drifted_columns)

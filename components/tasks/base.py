@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tuneops.components.config import BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig
-    from tuneops.components.config import ValidationConfig
+    from tuneops.components.config import TrainingConfig, ValidationConfig
     from tuneops.components.validation.checks import InputChecks
 
 @dataclass
@@ -40,6 +42,15 @@ class EncodedInputs:
 
     def __len__(self) -> int:
         return len(self.features)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The augmentation of one training micro-batch: which operations (``training.augment``) and
+    the random stream they draw from (a function of the run's position: resume repeats it)."""
+
+    rng: np.random.Generator
+    operations: tuple[str, ...]
 
 
 class Baseline(Protocol):
@@ -70,12 +81,24 @@ class Task(ABC):
     input_column: str
     #: what one input is called in messages and the API ("text", "image")
     input_noun: str
+    #: suffixes of inputs stored as files (images); empty for inputs held in the table (text).
+    #: A task with suffixes loads the class-folder layout, and paths in its tables are made absolute.
+    input_suffixes: tuple[str, ...] = ()
+    #: whether the prediction log keeps the input itself (``log_value`` in "text" mode), so monitoring
+    #: can re-score and embed logged traffic; False when it keeps a record of it (images: content hash
+    #: + descriptors), which is compared by descriptors alone and stored per reference input at packaging
+    logs_inputs: bool = True
 
     # --- data --------------------------------------------------------------------------------
 
     @abstractmethod
     def source_column(self, data: "DataConfig") -> str:
         """The user's column that holds the inputs (renamed to ``input_column`` on load)."""
+
+    @abstractmethod
+    def write_demo(self, directory: "Path", rows: int) -> "Path":
+        """Write the embedded demo data of this task under ``directory`` (idempotent) and return
+        the path ``data.path`` would name: a table for text, a folder of class folders for images."""
 
     @abstractmethod
     def input_problem(self, value: Any) -> str | None:
@@ -118,8 +141,12 @@ class Task(ABC):
         """Encode a split once, up front (tokenise; decode and resize), for training."""
 
     @abstractmethod
-    def collate(self, encoded: EncodedInputs, indices: np.ndarray, pad_multiple: int = 1) -> dict[str, Any]:
-        """The ``model(**inputs)`` tensors of these rows (labels excluded), padded as little as possible."""
+    def collate(self, encoded: EncodedInputs, indices: np.ndarray, pad_multiple: int = 1,
+                augment: "Augmentation | None" = None) -> dict[str, Any]:
+        """The ``model(**inputs)`` tensors of these rows (labels excluded), padded as little as possible.
+
+        ``augment`` (training batches only, when ``training.augment`` names any) says which light
+        random changes to apply and gives their random stream; a task without augmentation ignores it."""
 
     @abstractmethod
     def model_inputs(self, processor, inputs: list[Any], max_length: int) -> dict[str, Any]:
@@ -131,9 +158,27 @@ class Task(ABC):
         inputs have no length (the default), which leaves that setting alone."""
         return None
 
+    def warmup_input(self) -> Any | None:
+        """An input that always exists, for the warm-up prediction of a served model whose
+        reference inputs are gone (image files deleted after training); None when a task's
+        reference sample holds its inputs themselves (text)."""
+        return None
+
     def inference_order(self, inputs: list[Any]) -> np.ndarray:
         """The order in which inference batches inputs (cheap ones together); default: as given."""
         return np.arange(len(inputs))
+
+    def input_sides(self, source: str, inputs: list[Any]) -> tuple[np.ndarray, int | None] | None:
+        """For inputs with a spatial size (images): the shorter side of each input (read cheaply,
+        from file headers) and the side the checkpoint ``source`` takes (None: unknown), for the
+        recipe's ``training.image_size``; None for a task whose inputs have no size (the default)."""
+        return None
+
+    def configure_processor(self, processor, config: "TrainingConfig"):
+        """The processor a fine-tune encodes with and saves beside the model, given the decided
+        training settings (an image task sets its input size from ``training.image_size``);
+        default: the processor as loaded."""
+        return processor
 
     # --- evaluation and monitoring -----------------------------------------------------------
 

@@ -15,4 +15,8 @@ def get_task(name: str) -> Task:
         from tuneops.components.tasks.text_classification import TextClassification
 
         return TextClassification()
-    raise ConfigError(f"config: unknown task {name!r}; known tasks: text-classification")
+    if name == "image-classification":
+        from tuneops.components.tasks.image_classification import ImageClassification
+
+        return ImageClassification()
+    raise ConfigError(f"config: unknown task {name!r}; known tasks: text-classification, image-classification")

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tuneops.components.tasks.base import Baseline, EncodedInputs, Task
+from tuneops.components.tasks.base import Augmentation, Baseline, EncodedInputs, Task
 from tuneops.components.tasks.text import TEXT
 from tuneops.components.tasks.text.inspection import TOKENIZER_FILES, inspect_tokenizer
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tuneops.components.config import (BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig,
                                            ValidationConfig)
     from tuneops.components.validation.checks import InputChecks
@@ -35,6 +37,11 @@ class TextClassification(Task):
 
     def source_column(self, data: "DataConfig") -> str:
         return data.text_column
+
+    def write_demo(self, directory: "Path", rows: int) -> "Path":
+        from tuneops.components.data.demo import write_demo_dataset
+
+        return write_demo_dataset(directory, rows=rows)
 
     def input_problem(self, value: Any) -> str | None:
         if not isinstance(value, str):
@@ -94,8 +101,10 @@ class TextClassification(Task):
         """Token counts of the texts, special tokens included."""
         return self.encode(self.load_processor(source), inputs, limit).lengths
 
-    def collate(self, encoded: EncodedInputs, indices: np.ndarray, pad_multiple: int = 1) -> dict[str, Any]:
-        """Dynamic padding: pad to the longest of these rows only (rounded up to ``pad_multiple``)."""
+    def collate(self, encoded: EncodedInputs, indices: np.ndarray, pad_multiple: int = 1,
+                augment: "Augmentation | None" = None) -> dict[str, Any]:
+        """Dynamic padding: pad to the longest of these rows only (rounded up to ``pad_multiple``).
+        Texts are not augmented: ``augment`` is ignored."""
         import torch
 
         lengths = encoded.lengths[indices]

@@ -5,7 +5,9 @@ parallelism), and collate them through the task with dynamic padding.
 The plan of an epoch depends only on (seed, epoch, lengths, batch size), never on the number of
 processes or on where a run was resumed, so a resumed or distributed run sees the same global
 batches in the same order as an uninterrupted single-process one. Inputs stay the task's: this
-module sees only ``EncodedInputs.lengths`` (what padding costs) and hands rows to ``task.collate``.
+module sees only ``EncodedInputs.lengths`` (what padding costs) and hands rows to ``task.collate``,
+with a random stream for the task's augmentation (``training.augment``) seeded by the seed, the
+step, the micro-batch and the process: a resumed run augments its batches exactly as before.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ import numpy as np
 import pandas as pd
 
 from tuneops.components.errors import DataError
-from tuneops.components.tasks.base import EncodedInputs, Task
+from tuneops.components.tasks.base import Augmentation, EncodedInputs, Task
 
 # Sort windows of 50 batches by length (as HF's group_by_length does with its "megabatches"):
 # batches of similar lengths pad little, while batch order stays random across the epoch.
 WINDOW_BATCHES = 50
+# Keeps the augmentation streams apart from the epoch plans' ([seed, epoch]) for any seed.
+AUGMENT_STREAM = 0xA06
+
+
+def augmentation_rng(seed: int, step: int, micro: int, rank: int) -> np.random.Generator:
+    """The random stream of the augmentation of one micro-batch share: a function of where it is
+    in the run only, so a resumed (or repeated) run draws the same augmentations."""
+    return np.random.default_rng([seed, AUGMENT_STREAM, step, micro, rank])
 
 
 def encode_labels(labels: pd.Series, label_ids: dict[str, int], split: str) -> np.ndarray:
@@ -98,11 +108,16 @@ class StepDataset:
     """Item ``i`` = this process's micro-batches for optimizer step ``i`` of a list of global
     batches (each: the task's ``model(**inputs)`` tensors, the labels and the loss weight), plus the
     step's global statistics. A ``torch.utils.data.Dataset`` by protocol, so a DataLoader's workers
-    can collate (and pin) ahead of the compute."""
+    can collate (and pin) ahead of the compute.
+
+    With ``augment_seed`` (training batches when ``training.augment``; never validation) each
+    micro-batch is collated with ``augmentation_rng(augment_seed, first_step + i, micro, rank)``:
+    ``first_step`` is the number of optimizer steps the run made before item 0."""
 
     def __init__(self, task: Task, encoded: EncodedInputs, labels: np.ndarray, batches: list[np.ndarray],
                  accumulation: int, world_size: int, rank: int, pad_multiple: int,
-                 class_weights: np.ndarray | None) -> None:
+                 class_weights: np.ndarray | None, augment_seed: int | None = None, first_step: int = 0,
+                 augment_operations: tuple[str, ...] = ("flip", "crop", "jitter")) -> None:
         self.task = task
         self.encoded = encoded
         self.labels = labels
@@ -113,6 +128,9 @@ class StepDataset:
         self.pad_multiple = pad_multiple
         self.class_weights = class_weights
         self.lengths = encoded.lengths
+        self.augment_seed = augment_seed
+        self.augment_operations = tuple(augment_operations)
+        self.first_step = first_step
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -126,9 +144,13 @@ class StepDataset:
         # count, or summed class weights): exactly the global mean, however the rows are split.
         normaliser = float(self.class_weights[labels].sum()) if self.class_weights is not None else float(len(batch))
         micro = []
-        for share, placeholder in micro_batches(batch, self.accumulation, self.world_size, self.rank):
+        for position, (share, placeholder) in enumerate(
+                micro_batches(batch, self.accumulation, self.world_size, self.rank)):
+            augment = (None if self.augment_seed is None else Augmentation(
+                augmentation_rng(self.augment_seed, self.first_step + index, position, self.rank),
+                self.augment_operations))
             micro.append({
-                "inputs": self.task.collate(self.encoded, share, self.pad_multiple),
+                "inputs": self.task.collate(self.encoded, share, self.pad_multiple, augment=augment),
                 "labels": torch.from_numpy(self.labels[share]),
                 "loss_weight": 0.0 if placeholder else 1.0 / normaliser,
             })

@@ -181,6 +181,8 @@ class _Run:
             dataset = StepDataset(
                 setup.request.task, setup.train.inputs, setup.train.labels, batches[state.batch_in_epoch:],
                 config.grad_accum_steps, context.world_size, context.rank, placement.pad_multiple, setup.class_weights,
+                augment_seed=config.seed if config.augment else None, first_step=state.step,
+                augment_operations=tuple(config.augment),
             )
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=None, shuffle=False, num_workers=placement.workers,

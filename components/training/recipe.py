@@ -19,10 +19,17 @@ tweets need a quarter of that. So a setting left unset (``None``, or ``"auto"`` 
 - ``class_weights``: balanced when the largest class has ``IMBALANCE_RATIO`` times the rows of
   the smallest, else none;
 - ``max_length``: the 95th percentile of the training inputs' encoded lengths, rounded up to a
-  multiple of 16, at least 32, capped by the model's limit (tasks without lengths skip it).
+  multiple of 16, at least 32, capped by the model's limit (tasks without lengths skip it);
+- ``image_size`` (tasks whose inputs have a size): the median shorter side of up to
+  ``SIZE_SAMPLE`` training images (read from their headers), rounded up to a multiple of 32, at
+  least 64, at most the checkpoint's own input size: upsampling a 28-px digit to 224 px costs 12x
+  the compute of 64 px and adds no detail, while a photo is not enlarged past what the model saw;
+- ``freeze_stages`` (the same tasks): the stem and the first 2 stages of the backbone on small
+  data (under ``LARGE_DATA_ROWS`` rows), 1 from there on, at most all stages but one.
 
 A value set in the config always wins and is recorded as such. The decision is a pure function
-of the config, the training labels and the input lengths, so a resumed run decides the same.
+of the config, the training labels, the input lengths and the image facts (a seeded sample of
+the training rows), so a resumed run decides the same.
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from tuneops.components.checkpoint_inspection import inspect_checkpoint
 from tuneops.components.checkpoints import parse_spec, resolve_source
 from tuneops.components.config import TrainingConfig
 from tuneops.components.data.columns import LABEL
+from tuneops.components.sampling import stratified_sample
 from tuneops.components.tasks.base import Task
 from tuneops.components.training.batching import steps_per_epoch
+from tuneops.components.training.transfer import stage_count
 
 SMALL_BATCH = 16
 LARGE_BATCH = 32
@@ -60,8 +69,29 @@ MIN_LENGTH = 32
 # When neither the model nor its processor states a limit, 512 positions is what BERT-style
 # encoders have; longer inputs are cut there.
 FALLBACK_MODEL_LIMIT = 512
-# The settings the recipe decides, in the order they are decided and reported.
+# Images: the side is read from at most this many training files' headers (a seeded, stratified
+# sample: 200 medians are within a few pixels of the whole set's for any real collection).
+SIZE_SAMPLE = 200
+SIZE_MULTIPLE = 32  # the stride of a 5-stage backbone: smaller steps only crop feature maps
+MIN_IMAGE_SIZE = 64
+# When the checkpoint's processor states no size: the side nearly every ImageNet model was trained at.
+FALLBACK_IMAGE_SIZE = 224
+FROZEN_STAGES_SMALL_DATA = 2
+FROZEN_STAGES_LARGE_DATA = 1
+# The settings the recipe decides, in the order they are decided and reported. The image settings
+# are decided only for tasks whose inputs have a size; for the others they stay unset.
 AUTO_SETTINGS = ("batch_size", "epochs", "learning_rate", "class_weights", "max_length")
+IMAGE_SETTINGS = ("image_size", "freeze_stages")
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the image settings are decided from: the shorter side of sampled training images,
+    the side the checkpoint takes, and the number of stages of its backbone (None: unknown)."""
+
+    sides: np.ndarray
+    model_side: int | None
+    stages: int | None
 
 
 @dataclass(frozen=True)
@@ -112,7 +142,33 @@ def recipe_for_run(train: pd.DataFrame, checkpoint: str, config: TrainingConfig,
     if config.max_length is None:
         source = resolve_source(parse_spec(checkpoint), champion_dir)
         lengths = task.input_lengths(source, train[task.input_column].tolist(), limit or FALLBACK_MODEL_LIMIT)
-    return decide_recipe(config, train[LABEL].tolist(), lengths, limit, parameters)
+    images = None
+    if config.image_size is None or config.freeze_stages is None:
+        images = _image_facts(train, checkpoint, config, task, champion_dir)
+    return decide_recipe(config, train[LABEL].tolist(), lengths, limit, parameters, images)
+
+
+def _image_facts(train: pd.DataFrame, checkpoint: str, config: TrainingConfig, task: Task,
+                 champion_dir: Path | None) -> ImageFacts | None:
+    """The image sizes of a sample of ``train`` and the checkpoint's input side and stages; None
+    for a task whose inputs have no size."""
+    source = resolve_source(parse_spec(checkpoint), champion_dir)
+    sample = stratified_sample(train, SIZE_SAMPLE, seed=config.seed) if len(train) else train
+    measured = task.input_sides(source, sample[task.input_column].tolist())
+    if measured is None:
+        return None
+    from transformers import AutoConfig
+
+    sides, model_side = measured
+    try:
+        model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except Exception:  # an unloadable config fails later with its own message; here it only hides facts
+        model_config = None
+    if model_side is None and model_config is not None:
+        configured = getattr(model_config, "image_size", None)
+        model_side = configured if isinstance(configured, int) else None
+    stages = stage_count(model_config) if model_config is not None else None
+    return ImageFacts(sides=np.asarray(sides), model_side=model_side, stages=stages)
 
 
 def decide_recipe(
@@ -121,19 +177,23 @@ def decide_recipe(
     input_lengths: np.ndarray | None,
     model_limit: int | None,
     parameters: int | None = None,
+    images: ImageFacts | None = None,
 ) -> Recipe:
     """Decide every recipe setting ``config`` leaves unset.
 
     ``train_labels`` are the training rows' labels, ``input_lengths`` the encoded length of each
     training input (None for a task whose inputs have no length), ``model_limit`` the longest input
     the model takes (None when unknown), ``parameters`` the model's size (None when unknown: the
-    learning rate of a 50-200M model). Returns the completed config and the choices made.
+    learning rate of a 50-200M model), ``images`` the facts of an image task (None: the image
+    settings are not decided). Returns the completed config and the choices made.
     """
     labels = [str(label) for label in train_labels]
     rows = len(labels)
     batch = _batch_size(config, rows)
     choices = [batch, _epochs(config, rows, batch.value), _learning_rate(config, parameters),
                _class_weights(config, labels), _max_length(config, input_lengths, model_limit)]
+    if images is not None:
+        choices += [_image_size(config, images), _freeze_stages(config, rows, images.stages)]
     decided = {choice.setting: choice.value for choice in choices if choice.source == "auto"}
     return Recipe(config=config.model_copy(update=decided), choices=choices)
 
@@ -229,3 +289,35 @@ def _max_length(config: TrainingConfig, lengths: np.ndarray | None, model_limit:
     if rounded > limit:
         why += f" (the model takes at most {limit})"
     return RecipeChoice("max_length", value, "auto", why)
+
+
+def _image_size(config: TrainingConfig, images: ImageFacts) -> RecipeChoice:
+    if (given := _configured(config, "image_size")) is not None:
+        return given
+    model_side = images.model_side or FALLBACK_IMAGE_SIZE
+    model = f"the model's {model_side} px" if images.model_side else f"{model_side} px (the model states no size)"
+    if len(images.sides) == 0:
+        return RecipeChoice("image_size", model_side, "auto", f"no readable training image to measure: {model}")
+    median = float(np.median(images.sides))
+    rounded = max(MIN_IMAGE_SIZE, int(math.ceil(median / SIZE_MULTIPLE) * SIZE_MULTIPLE))
+    value = min(rounded, model_side)
+    why = (f"the median shorter side of {len(images.sides)} sampled training images is {median:.0f} px: "
+           f"{value} px (a multiple of {SIZE_MULTIPLE}, at least {MIN_IMAGE_SIZE}")
+    why += f", capped at {model})" if rounded > model_side else f"; at most {model})"
+    return RecipeChoice("image_size", value, "auto", why)
+
+
+def _freeze_stages(config: TrainingConfig, rows: int, stages: int | None) -> RecipeChoice:
+    if (given := _configured(config, "freeze_stages")) is not None:
+        return given
+    if not stages:
+        return RecipeChoice("freeze_stages", 0, "auto", "the backbone's stages are unknown: nothing is frozen")
+    small = rows < LARGE_DATA_ROWS
+    wanted = FROZEN_STAGES_SMALL_DATA if small else FROZEN_STAGES_LARGE_DATA
+    value = min(wanted, stages - 1)
+    data = f"{rows:,} training rows" + (f" (under {LARGE_DATA_ROWS:,})" if small else "")
+    return RecipeChoice("freeze_stages", value, "auto",
+                        f"{data}: the stem and the first {value} of {stages} stages keep their pretrained "
+                        "edge and texture filters (fewer weights to fit"
+                        + (" on small data" if small else "")
+                        + ", no backward pass through the highest-resolution layers)")

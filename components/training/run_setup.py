@@ -175,6 +175,8 @@ def set_up(request: RunRequest, context: DistributedContext, threads: int) -> Ru
     seed_everything(config.seed)
     processor, model = load_for_classification(parse_spec(request.checkpoint), request.labels, task,
                                                request.champion_dir)
+    # Encoded with, and saved beside the model: serving prepares inputs as training did.
+    processor = task.configure_processor(processor, config)
     shape = flops_shape(model)
     model = prepare_model(model, config).to(device)
     train = encode_split(task, processor, request.train, request.labels, config.max_length, "train")

@@ -51,11 +51,14 @@ class InputChecks:
     column itself (values that can be hashed and compared, for duplicates and leakage) plus any
     derived columns its checks read (each name starting with ``_``). ``schema`` checks are
     reported with the column checks, before the label checks; ``content`` checks after them.
+    ``preview``, when set, turns the prepared train frame into an HTML section of the validation
+    page (images: a contact sheet of a few pictures per class).
     """
 
     prepare: Callable[[pd.Series], dict[str, Any]]
     schema: list[Check]
     content: list[Check]
+    preview: Callable[[pd.DataFrame], str] | None = None
 
 
 # The derived per-class table of train, validated as its own GX data asset next to the splits.

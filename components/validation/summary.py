@@ -13,11 +13,12 @@ from tuneops.components.validation.report import ValidationReport
 _STATUS_CLASS = {"pass": "ok", "BLOCK": "bad", "warn": "warn"}
 
 
-def write_report(report: ValidationReport) -> None:
-    """Write the report's JSON and its summary page where the report says they are."""
+def write_report(report: ValidationReport, preview: str = "") -> None:
+    """Write the report's JSON and its summary page where the report says they are; ``preview``
+    is the task's HTML section about its inputs (``InputChecks.preview``), shown after the checks."""
     if report.summary_html_path is not None:
         write_page(report.summary_html_path, f"Data validation: {'passed' if report.passed else 'failed'}",
-                   summary_body(report))
+                   summary_body(report) + preview)
     atomic_write_text(report.json_path, report.to_json())
 
 

