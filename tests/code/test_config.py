@@ -23,6 +23,19 @@ def test_overrides_parse_yaml_values_and_apply():
     assert config.data.labels == ["x", "y"]
 
 
+def test_the_image_task_has_its_own_defaults_and_explicit_values_win():
+    config = load_config(None, ["task=image-classification"])
+    assert config.task == "image-classification"
+    assert config.selection.candidates == ["packaged:efficientnet-lite0"]
+    # The digits demo: its own size, no group columns, none of the text demo's review cases.
+    assert (config.data.demo_rows, config.data.groups, config.evaluation.demo_cases) == (1200, [], False)
+    assert config.training.augment == ["flip", "crop", "jitter"]
+    chosen = load_config(None, ["task=image-classification", "selection.candidates=[./mine]", "data.demo_rows=300",
+                                "training.augment=[crop]"])
+    assert (chosen.selection.candidates, chosen.data.demo_rows, chosen.training.augment) == (["./mine"], 300, ["crop"])
+    assert load_config(None, ["training.augment=false"]).training.augment == []
+
+
 def test_relative_data_paths_are_relative_to_the_config_file(tmp_path):
     (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "c.yaml"
@@ -46,6 +59,8 @@ def test_config_hash_changes_with_any_setting():
         ("data: [1, 2\n", [], "not valid YAML at line"),
         ("- a\n- b\n", [], "must hold a mapping"),
         ("", ["training"], "--set expects section.key=value"),
+        ("", ["task=audio"], "task: Input should be 'text-classification' or 'image-classification'"),
+        ("", ["training.augment=[rotate]"], "training.augment.0"),
         ("", ["data.labels=[only]"], "at least 2 distinct labels"),
     ],
 )
