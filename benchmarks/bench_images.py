@@ -66,14 +66,13 @@ def image_task():
 
 def demo_splits(args):
     """Train (``args.rows`` images) and validation (100) frames of absolute PNG paths, from one demo folder."""
-    import pandas as pd
-
     from tuneops.components.data.demo_images import write_image_demo
+    from tuneops.components.data.image_folder import read_class_folders
     from tuneops.components.sampling import stratified_sample
+    from tuneops.components.tasks.image.decode import SUFFIXES
 
     folder = write_image_demo(Path(args.workdir_root) / "images", args.rows + VALIDATION_ROWS, seed=args.seed)
-    rows = [{"image": str(path.resolve()), "label": path.parent.name} for path in sorted(folder.glob("*/*.png"))]
-    frame = pd.DataFrame(rows)
+    frame = read_class_folders(folder, SUFFIXES, "image", "label").frame
     validation = stratified_sample(frame, VALIDATION_ROWS, args.seed)
     train = frame.drop(index=validation.index).reset_index(drop=True)
     labels = sorted(frame["label"].unique())

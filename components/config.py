@@ -346,6 +346,7 @@ class ServingConfig(Section):
     max_latency_ms: int = Field(5000, ge=10, le=600_000, description="queue deadline before a 503")
     max_items: int = Field(64, ge=1, le=10_000, description="texts per request; more is a 400")
     max_text_chars: int = Field(2000, ge=1, le=1_000_000, description="characters per text; longer is a 400")
+    # Both at most validation's defaults (50 MB, 40M pixels), which bound the model's own reads.
     max_image_bytes: int = Field(10_000_000, ge=1, description="bytes per image (decoded from base64); more is a 4xx")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height per image, read before decoding")
     max_request_bytes: int | None = Field(
@@ -404,13 +405,12 @@ class PipelineConfig(Section):
                 self.selection.candidates = [PACKAGED_EFFICIENTNET]
             if demo and "demo_rows" not in self.data.model_fields_set:
                 self.data.demo_rows = IMAGE_DEMO_ROWS
-            # The digits demo has no group columns, and the review cases are text.
+            # The digits demo has no group columns.
             if demo and self.data.group_columns is None:
                 self.data.group_columns = []
-            if self.evaluation.demo_cases is None:
-                self.evaluation.demo_cases = False
         if self.evaluation.demo_cases is None:
-            self.evaluation.demo_cases = demo
+            # The demo's review cases are text, for the text demo only.
+            self.evaluation.demo_cases = demo and self.task == TEXT_TASK
         return self
 
     def config_hash(self) -> str:

@@ -41,6 +41,9 @@ class Predictor:
         self.max_length = max_length
         self.device = device
         self.manifest = dict(manifest or {})
+        # Where the embeddings come from and how wide they are: fixed by the model, found once.
+        self._head = _head_input(self.model)
+        self._embedding_width = _embedding_width(self.model, self._head)
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "auto") -> "Predictor":
@@ -115,8 +118,7 @@ class Predictor:
 
         inputs = list(inputs)
         probabilities = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
-        head = _head_input(self.model)
-        width = _embedding_width(self.model, head)
+        head, width = self._head, self._embedding_width
         embeddings = np.zeros((len(inputs), width), dtype=np.float32) if want_embeddings else np.zeros((0, width))
         order = self.task.inference_order(inputs)
         captured: list = []

@@ -106,6 +106,7 @@ def run(
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
 
+    from tuneops.components.config import IMAGE_TASK
     from tuneops.components.paths import run_dir
 
     console = Console(soft_wrap=True)  # whole lines: logs and greps read them
@@ -115,7 +116,7 @@ def _print_summary(summary: dict) -> None:
     for reason in (summary.get("gate") or {}).get("reasons", []):
         console.print(f"  - {reason}", markup=False)  # reasons quote data, which may hold brackets
     throughput = (summary.get("training") or {}).get("throughput") or {}
-    if throughput and summary.get("task") == "image-classification":  # images have no tokens
+    if throughput and summary.get("task") == IMAGE_TASK:  # images have no tokens
         console.print(f"fine-tune: {throughput['samples_per_second']:,.0f} images/s on {throughput['device']} "
                       f"({throughput['precision']})")
     elif throughput:

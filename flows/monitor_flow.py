@@ -160,8 +160,8 @@ def retrain_pipeline(config_path: str | None = None, overrides: list[str] | None
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         merged = merge_feedback_task(config, feedback_path, tuneops_home() / "monitoring" / "retrain-data" / stamp)
         config = config.model_copy(update={"data": merged.data_config(config.data)})
-        logger.info("retrain: %d feedback rows added to %d training rows (%d skipped as duplicates)",
-                    merged.feedback_rows, merged.base_rows, merged.skipped_rows)
+        logger.info("retrain: %d feedback rows added to %d training rows (%d skipped as duplicates, %d unusable)",
+                    merged.feedback_rows, merged.base_rows, merged.skipped_rows, merged.unusable_rows)
     elif feedback_path:
         logger.info("retrain: no feedback file at %s yet; training on the configured data", feedback_path)
     logger.info("retrain (%s)", reason)

@@ -61,16 +61,18 @@ def load_model(tag: str) -> LoadedModel:
     """Verify the packaged model ``tag`` and load it for inference, checked by one prediction."""
     release = registry.verify_model(tag)
     predictor = Predictor.from_dir(release.model_dir)
-    # One forward pass, on an input of the model's own reference sample (whatever its task's
-    # inputs are), proves the weights load and run, and warms up the first real request.
+    # One forward pass, on the first usable input of the model's own reference sample (whatever
+    # its task's inputs are; image files may be gone: then the task's own), proves the weights
+    # load and run, and warms up the first real request.
     reference = release.reference()
     column = predictor.task.input_column
-    usable = [value for value in (reference[column].head(20) if column in reference.columns else [])
-              if predictor.task.input_problem(value) is None]
-    warmup = usable[:1] or ([predictor.task.warmup_input()] if predictor.task.warmup_input() is not None else [])
-    if not warmup:
+    values = reference[column].head(20) if column in reference.columns else []
+    warmup = next((value for value in values if predictor.task.input_problem(value) is None), None)
+    if warmup is None:
+        warmup = predictor.task.warmup_input()
+    if warmup is None:
         raise StageError(f"model {release.tag}: its reference sample has no {column!r} rows to warm up with")
-    probabilities = predictor.predict_proba(warmup)
+    probabilities = predictor.predict_proba([warmup])
     if probabilities.shape != (1, len(predictor.labels)):
         raise StageError(f"model {release.tag} returned probabilities of shape {probabilities.shape}")
     return LoadedModel(release.tag, predictor)

@@ -72,6 +72,20 @@ class Baseline(Protocol):
     def parameter_count(self) -> int: ...
 
 
+def new_head_arguments(labels: list[str], allow_pickle: bool) -> dict[str, Any]:
+    """The ``from_pretrained`` arguments every task loads a checkpoint with: a fresh head for
+    ``labels`` (a champion's or an ImageNet head has its own classes, so mismatched sizes are
+    replaced), safetensors unless pickle is allowed, and never remote code."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: index for index, label in enumerate(labels)},
+        "ignore_mismatched_sizes": True,
+        "use_safetensors": None if allow_pickle else True,
+        "trust_remote_code": False,
+    }
+
+
 class Task(ABC):
     """Everything modality-specific, behind one object chosen by ``PipelineConfig.task``."""
 

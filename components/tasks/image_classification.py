@@ -8,7 +8,6 @@ The pieces live in ``tuneops.components.tasks.image``; this class is where the s
 
 from __future__ import annotations
 
-import functools
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from tuneops.components.errors import DataError
-from tuneops.components.tasks.base import Augmentation, Baseline, EncodedInputs, Task
+from tuneops.components.tasks.base import Augmentation, Baseline, EncodedInputs, Task, new_head_arguments
 from tuneops.components.tasks.image import IMAGE
-from tuneops.components.tasks.image.decode import SUFFIXES
+from tuneops.components.tasks.image.decode import SUFFIXES, default_limits
 from tuneops.components.tasks.image.inspection import PROCESSOR_FILES, inspect_image_processor, load_image_processor
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
     from tuneops.components.config import (BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig,
                                            TrainingConfig, ValidationConfig)
-    from tuneops.components.tasks.image.decode import ImageLimits
     from tuneops.components.tasks.image.processing import Preprocessing
     from tuneops.components.validation.checks import InputChecks
 
@@ -39,18 +37,6 @@ class EncodedImages(EncodedInputs):
     ``lengths`` all 1 (no padding), ``preprocessing`` how ``collate`` normalises them."""
 
     preprocessing: "Preprocessing | None" = None
-
-
-@functools.cache
-def default_limits() -> "ImageLimits":
-    """The image limits of ``ValidationConfig``'s defaults: what the task's own reads are bounded by
-    (validation applies the configured ones first; serving applies its own to requests)."""
-    from tuneops.components.config import ValidationConfig
-    from tuneops.components.tasks.image.decode import ImageLimits
-
-    defaults = ValidationConfig()
-    return ImageLimits(max_bytes=defaults.max_image_bytes, max_pixels=defaults.max_image_pixels,
-                       min_side=1, max_side=defaults.max_image_side)
 
 
 class ImageClassification(Task):
@@ -107,16 +93,7 @@ class ImageClassification(Task):
     def load_model(self, source: str, labels: list[str], allow_pickle: bool = False):
         from transformers import AutoModelForImageClassification
 
-        return AutoModelForImageClassification.from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: index for index, label in enumerate(labels)},
-            # An ImageNet head has 1,000 classes; a new label set needs a new head.
-            ignore_mismatched_sizes=True,
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=False,
-        )
+        return AutoModelForImageClassification.from_pretrained(source, **new_head_arguments(labels, allow_pickle))
 
     def load_trained(self, path):
         from transformers import AutoModelForImageClassification

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tuneops.components.tasks.base import Augmentation, Baseline, EncodedInputs, Task
+from tuneops.components.tasks.base import Augmentation, Baseline, EncodedInputs, Task, new_head_arguments
 from tuneops.components.tasks.text import TEXT
 from tuneops.components.tasks.text.inspection import TOKENIZER_FILES, inspect_tokenizer
 
@@ -73,16 +73,7 @@ class TextClassification(Task):
     def load_model(self, source: str, labels: list[str], allow_pickle: bool = False):
         from transformers import AutoModelForSequenceClassification
 
-        return AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: index for index, label in enumerate(labels)},
-            # A champion has a head for its own label set; a new label set needs a new head.
-            ignore_mismatched_sizes=True,
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=False,
-        )
+        return AutoModelForSequenceClassification.from_pretrained(source, **new_head_arguments(labels, allow_pickle))
 
     def load_trained(self, path):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -81,7 +81,6 @@ FROZEN_STAGES_LARGE_DATA = 1
 # The settings the recipe decides, in the order they are decided and reported. The image settings
 # are decided only for tasks whose inputs have a size; for the others they stay unset.
 AUTO_SETTINGS = ("batch_size", "epochs", "learning_rate", "class_weights", "max_length")
-IMAGE_SETTINGS = ("image_size", "freeze_stages")
 
 
 @dataclass(frozen=True)
@@ -135,24 +134,22 @@ def recipe_for_run(train: pd.DataFrame, checkpoint: str, config: TrainingConfig,
     ``@layers=K`` applied), the input lengths from its own processor; each is only looked up when
     a setting that needs it is unset."""
     lengths = limit = parameters = None
+    source = resolve_source(parse_spec(checkpoint), champion_dir)
     if config.max_length is None or config.learning_rate is None:
         labels = sorted(set(train[LABEL].astype(str)))
         inspection = inspect_checkpoint(checkpoint, len(labels), task, champion_dir)
         parameters, limit = inspection.parameters, inspection.max_sequence_length
     if config.max_length is None:
-        source = resolve_source(parse_spec(checkpoint), champion_dir)
         lengths = task.input_lengths(source, train[task.input_column].tolist(), limit or FALLBACK_MODEL_LIMIT)
     images = None
     if config.image_size is None or config.freeze_stages is None:
-        images = _image_facts(train, checkpoint, config, task, champion_dir)
+        images = _image_facts(train, source, config, task)
     return decide_recipe(config, train[LABEL].tolist(), lengths, limit, parameters, images)
 
 
-def _image_facts(train: pd.DataFrame, checkpoint: str, config: TrainingConfig, task: Task,
-                 champion_dir: Path | None) -> ImageFacts | None:
-    """The image sizes of a sample of ``train`` and the checkpoint's input side and stages; None
-    for a task whose inputs have no size."""
-    source = resolve_source(parse_spec(checkpoint), champion_dir)
+def _image_facts(train: pd.DataFrame, source: str, config: TrainingConfig, task: Task) -> ImageFacts | None:
+    """The image sizes of a sample of ``train`` and the input side and stages of the checkpoint at
+    ``source``; None for a task whose inputs have no size."""
     sample = stratified_sample(train, SIZE_SAMPLE, seed=config.seed) if len(train) else train
     measured = task.input_sides(source, sample[task.input_column].tolist())
     if measured is None:

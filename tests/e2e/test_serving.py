@@ -8,10 +8,7 @@ runs with its own TUNEOPS_HOME (champion pointer, prediction log) and the sessio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +26,8 @@ from tuneops.components.data.demo import generate_reviews
 from tuneops.components.monitoring.prediction_log import PredictionLog
 from tuneops.components.predictor import Predictor
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.serving_process import free_port, served, stop, tuneops_home, wait_ready
+
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_ITEMS, MAX_CHARS = 8, 300
@@ -55,15 +53,6 @@ class Server:
                           timeout=60, **kwargs)
 
 
-@contextlib.contextmanager
-def tuneops_home(home: Path):
-    """Run registry calls against the server's TUNEOPS_HOME (the pointer is read per call)."""
-    before = os.environ["TUNEOPS_HOME"]
-    os.environ["TUNEOPS_HOME"] = str(home)
-    try:
-        yield
-    finally:
-        os.environ["TUNEOPS_HOME"] = before
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +82,8 @@ def server(releases, tmp_path_factory):
     home = tmp_path_factory.mktemp("serving-home")
     with tuneops_home(home):
         registry.set_champion(releases[0].tag)
-    port = _free_port()
-    env = {**os.environ, "TUNEOPS_HOME": str(home), "TUNEOPS_API_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "tuneops.flows.cli", "serve", "--port", str(port)]
-    for setting in SERVER_SETTINGS:
-        command += ["--set", setting]
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}", process, home / "server.log")
-        yield Server(f"http://127.0.0.1:{port}", home, process)
-    finally:
-        _stop(process)
-        log.close()
+    with served(home, SERVER_SETTINGS, TOKEN) as (url, process):
+        yield Server(url, home, process)
 
 
 def test_health_ready_and_metrics_need_no_token(server: Server) -> None:
@@ -210,11 +187,11 @@ def test_2000_requests_at_concurrency_32_no_5xx_and_all_logged(server: Server) -
 def test_a_new_champion_is_served_without_dropping_requests(server: Server, releases) -> None:
     first, second = releases
     seen: list[tuple[int, str]] = []
-    stop = threading.Event()
+    done = threading.Event()
 
     def traffic() -> None:
         with httpx.Client(headers=AUTH, timeout=60) as client:
-            while not stop.is_set():
+            while not done.is_set():
                 response = client.post(f"{server.url}/classify", json={"texts": ["works fine", "broke fast"]})
                 tag = response.json()[0]["model_tag"] if response.status_code == 200 else ""
                 seen.append((response.status_code, tag))
@@ -232,7 +209,7 @@ def test_a_new_champion_is_served_without_dropping_requests(server: Server, rele
             registry.rollback()
         _wait_for(lambda: seen[-1][1] == first.tag, 90, "the rolled-back champion to be served")
     finally:
-        stop.set()
+        done.set()
         for client in clients:
             client.join()
     assert {status for status, _ in seen} == {200}
@@ -257,7 +234,7 @@ def test_the_bento_serves_its_own_model(releases, tmp_path: Path) -> None:
     assert (source / "serving" / "service.py").is_file() and (source / "components" / "predictor.py").is_file()
     assert not (source / "components" / "training").exists()
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TUNEOPS_HOME": str(tmp_path)}  # no champion here: the bento names its model
     env.pop("TUNEOPS_SERVE_MODEL", None)
     env.pop("TUNEOPS_API_TOKEN", None)
@@ -266,12 +243,12 @@ def test_the_bento_serves_its_own_model(releases, tmp_path: Path) -> None:
                                 "--port", str(port)], cwd=tmp_path, env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", process, tmp_path / "bento.log")
+        wait_ready(f"http://127.0.0.1:{port}", process, tmp_path / "bento.log")
         response = httpx.post(f"http://127.0.0.1:{port}/classify", json={"texts": ["works fine"]}, timeout=60)
         assert response.status_code == 200, response.text
         assert response.json()[0]["model_tag"] == releases[1].tag
     finally:
-        _stop(process)
+        stop(process)
         log.close()
 
 
@@ -291,16 +268,6 @@ async def _hammer(url: str, requests: list[tuple[str, str]], concurrency: int) -
     return statuses
 
 
-def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
@@ -312,18 +279,4 @@ def _wait_for(condition, timeout: float, what: str) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a server this test started: SIGTERM to its pid, then its process group if it lingers."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the group created for this server only
-            process.wait()
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

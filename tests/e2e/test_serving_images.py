@@ -14,11 +14,8 @@ import asyncio
 import base64
 import io
 import json
-import os
 import random
 import struct
-import subprocess
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +31,7 @@ from tuneops.components.tasks.image.decode import content_hash
 from tuneops.components.tasks.registry import get_task
 from tuneops.serving.guard import RequestGuard, max_body_bytes
 
-from tests.e2e.test_serving import ROOT, _free_port, _stop, _wait_ready, tuneops_home
+from tests.e2e.serving_process import served, tuneops_home
 
 MAX_ITEMS, MAX_IMAGE_BYTES, MAX_PIXELS = 4, 200_000, 1_000_000
 CONFIG = ServingConfig(max_items=MAX_ITEMS, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_PIXELS,
@@ -326,20 +323,8 @@ def image_server(image_release, tmp_path_factory):
     home = tmp_path_factory.mktemp("image-serving-home")
     with tuneops_home(home):
         registry.set_champion(release.tag)
-    port = _free_port()
-    env = {**os.environ, "TUNEOPS_HOME": str(home), "TUNEOPS_API_TOKEN": TOKEN}
-    command = [sys.executable, "-m", "tuneops.flows.cli", "serve", "--port", str(port)]
-    for setting in SERVER_SETTINGS:
-        command += ["--set", setting]
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}", process, home / "server.log")
-        yield ImageServer(f"http://127.0.0.1:{port}", home, labels, release.model_dir)
-    finally:
-        _stop(process)
-        log.close()
+    with served(home, SERVER_SETTINGS, TOKEN) as (url, _):
+        yield ImageServer(url, home, labels, release.model_dir)
 
 
 def test_base64_and_multipart_get_one_prediction_per_image_in_order(image_server, digits) -> None:

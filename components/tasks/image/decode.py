@@ -13,6 +13,7 @@ here, so the defences live in one place:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -67,6 +68,18 @@ class ImageHeader:
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+
+@functools.cache
+def default_limits() -> ImageLimits:
+    """The limits of ``ValidationConfig``'s defaults, without a minimum side: what every read of an
+    image after validation is bounded by (the model's inputs, the floor, descriptors, behaviour).
+    Validation applies the configured limits first; serving its own, with these sides."""
+    from tuneops.components.config import ValidationConfig
+
+    defaults = ValidationConfig()
+    return ImageLimits(max_bytes=defaults.max_image_bytes, max_pixels=defaults.max_image_pixels,
+                       min_side=1, max_side=defaults.max_image_side)
 
 
 def read_image_bytes(value: Any, limits: ImageLimits) -> bytes:

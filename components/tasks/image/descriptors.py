@@ -19,20 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tuneops.components.config import ValidationConfig
-from tuneops.components.tasks.image.decode import ImageLimits, ImageProblem, content_hash, decode_bytes
+from tuneops.components.tasks.image.decode import ImageProblem, content_hash, decode_bytes, default_limits
 from tuneops.components.tasks.image.decode import read_image_bytes
 
 DESCRIPTORS = ("brightness", "contrast", "colourfulness", "width", "height", "aspect_ratio", "file_bytes")
 #: the key of the content hash in a ``log_record``
 HASH_KEY = "image"
-
-# Bounds for images that validation already accepted (the floor, behaviour, drift, slices): the
-# defaults of ValidationConfig, the same bounds the task's encoding applies, so an image is either
-# usable everywhere or nowhere.
-_DEFAULTS = ValidationConfig()
-ANALYSIS_LIMITS = ImageLimits(max_bytes=_DEFAULTS.max_image_bytes, max_pixels=_DEFAULTS.max_image_pixels,
-                              min_side=1, max_side=_DEFAULTS.max_image_side)
 
 # Descriptors are measured on a thumbnail whose longer side is at most this many pixels: decoding
 # dominates the cost, and mean brightness and colour barely move with the scale (the contrast of
@@ -42,13 +34,13 @@ _THUMBNAIL_SIDE = 64
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def load_image(value: Any, limits: ImageLimits = ANALYSIS_LIMITS):
-    """``(file bytes, decoded RGB PIL image)`` of a path or bytes, through decode.py.
-
-    Raises ImageProblem with a one-line reason (named after the file for paths)."""
-    data = read_image_bytes(value, limits)
+def load_image(value: Any):
+    """``(file bytes, decoded RGB PIL image)`` of a path or bytes, through decode.py, within
+    ``decode.default_limits`` (the bounds the model's own reads apply: an image is either usable
+    everywhere or nowhere). Raises ImageProblem with a one-line reason (named after the file)."""
+    data = read_image_bytes(value, default_limits())
     name = Path(value).name if isinstance(value, (str, os.PathLike)) else ""
-    return data, decode_bytes(data, limits, name=name)
+    return data, decode_bytes(data, default_limits(), name=name)
 
 
 def thumbnail(image, side: int = _THUMBNAIL_SIDE) -> np.ndarray:
@@ -90,11 +82,11 @@ def describe_image(image, file_bytes: int) -> dict[str, float]:
     }
 
 
-def describe_bytes(data: bytes, limits: ImageLimits = ANALYSIS_LIMITS) -> dict[str, float]:
+def describe_bytes(data: bytes) -> dict[str, float]:
     """The descriptors of one image file's bytes; every descriptor NaN when it cannot be decoded
     (serving describes images it already validated, so NaN means the log was handed junk)."""
     try:
-        _, image = load_image(bytes(data), limits)
+        _, image = load_image(bytes(data))
     except ImageProblem:
         return dict.fromkeys(DESCRIPTORS, math.nan)
     return describe_image(image, len(data))

@@ -173,13 +173,13 @@ def source_weights_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     # Keyed by size and mtime too, so a replaced file is hashed again; the same file only once per process.
     return file_sha256(Path(path))
 
 
-def _source_sha256(path: Path) -> str:
+def _cached_sha256(path: Path) -> str:
     status = path.stat()
     return _sha256_of(str(path), status.st_size, status.st_mtime_ns)
 
@@ -189,7 +189,7 @@ def packaged_efficientnet_dir() -> Path:
     says it was converted from this source file by this format version and transformers version
     and its files are intact; otherwise converted now (a few seconds), atomically."""
     source = source_weights_path()
-    source_sha = _source_sha256(source)
+    source_sha = _cached_sha256(source)
     if source_sha != SOURCE_SHA256:
         raise ConfigError(
             f"config: packaged checkpoint {NAME}: {source.name} has sha256 {source_sha}, expected the one "
@@ -224,7 +224,8 @@ def _is_valid(directory: Path, expected: dict) -> bool:
             return False
         files = marker.get("files") or {}
         return set(files) == set(CHECKPOINT_FILES) and all(
-            file_sha256(directory / name) == digest for name, digest in files.items()
+            # Cached by path, size and mtime: each run resolves the checkpoint several times.
+            _cached_sha256(directory / name) == digest for name, digest in files.items()
         )
     except (OSError, ValueError):
         return False

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from tuneops.components.request_context import REQUEST_ID
-from tuneops.components.tasks.image.decode import ImageLimits, ImageProblem, decode_bytes
+from tuneops.components.tasks.image.decode import ImageLimits, ImageProblem, decode_bytes, default_limits
 from tuneops.components.tasks.image.descriptors import describe_image
 
 if TYPE_CHECKING:
@@ -55,7 +56,11 @@ class RequestImage(bytes):
 def request_model(config: "ServingConfig") -> type[BaseModel]:
     """The ``{"images": [...]}`` request model with ``config``'s limits and clear messages."""
     max_items = config.max_items
-    limits = ImageLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
+    # The model's own reads are bounded by decode.default_limits (sides included): a request image
+    # must be within them too, or it would fail inside a batch it shares with other requests.
+    bounds = default_limits()
+    limits = dataclasses.replace(bounds, max_bytes=min(config.max_image_bytes, bounds.max_bytes),
+                                 max_pixels=min(config.max_image_pixels, bounds.max_pixels))
     # Base64 is 4 characters per 3 bytes, padded: longer text is over the byte limit for sure.
     max_chars = 4 * -(-limits.max_bytes // 3)
 
