@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tuneops.components.checkpoints import CheckpointSpec, parse_spec, resolve_source
+from tuneops.components.checkpoints import CheckpointSpec, feature_width, parse_spec, resolve_source
 from tuneops.components.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ _FLOAT_BUFFER_SUFFIXES = (".running_mean", ".running_var")
 # tuneops can drop layers from (BERT/RoBERTa ``encoder.layer.N``, DistilBERT ``transformer.layer.N``).
 _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 # The head a classification model loads as ``classifier`` (BERT's, EfficientNet's, ViT's...).
-_ONE_LAYER_HEAD = frozenset({"classifier.weight", "classifier.bias"})
+# ResNet's head is Sequential(Flatten, Linear): its weights are classifier.1.*.
+_ONE_LAYER_HEAD = frozenset({"classifier.weight", "classifier.bias", "classifier.1.weight", "classifier.1.bias"})
 _PICKLE_PATTERNS = ("pytorch_model*.bin", "model*.bin", "*.pt", "*.pth", "*.ckpt")
 _OTHER_FRAMEWORK_PATTERNS = ("tf_model*.h5", "flax_model*.msgpack")
 HUB_TIMEOUT_SECONDS = 5.0
@@ -235,8 +236,7 @@ def _inspect_directory(spec: CheckpointSpec, directory: Path, num_labels: int, a
 
     parameters = None
     if weights.kind == "safetensors":
-        # ``hidden_dim``: the pooled width of vision models such as EfficientNet.
-        hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", None) or getattr(config, "hidden_dim", None)
+        hidden = feature_width(config)
         # A checkpoint that already has a one-layer head (an ImageNet classifier, a champion's) gets
         # the head for these labels in its place: that one is counted, the old one is not.
         replaced = _ONE_LAYER_HEAD if hidden else frozenset()

@@ -101,6 +101,19 @@ def load_for_classification(
     return processor, model
 
 
+def feature_width(config) -> int | None:
+    """Width of the pooled features a classification head reads, from a model config alone: the
+    hidden size of text encoders, ViT and Swin; the last stage's channels of ResNet and ConvNeXt;
+    ``hidden_dim`` of EfficientNet (whose config has no hidden size). None when none is stated."""
+    width = getattr(config, "hidden_size", None)
+    stages = getattr(config, "hidden_sizes", None)
+    if width is None and isinstance(stages, (list, tuple)) and stages:
+        width = stages[-1]
+    if width is None:
+        width = getattr(config, "hidden_dim", None)
+    return int(width) if width else None
+
+
 def transformer_layers(model):
     """The ``nn.ModuleList`` of transformer blocks of an encoder model, or None if unknown."""
     base = model.base_model

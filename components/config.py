@@ -301,6 +301,14 @@ class EvaluationConfig(Section):
         None, description="the demo's directional / minimum review cases; unset = on for the embedded demo only"
     )
     builtin_invariance: bool = Field(True, description="typo / casing / name-swap checks on test texts")
+    flip_invariance: bool | None = Field(
+        None, description="image task: a built-in mirror-invariance check; unset = on when training.augment flips "
+                          "(training on mirrored images says a mirror keeps the label)",
+    )
+    class_minimum_pass_rate: float | None = Field(
+        0.5, ge=0, le=1,
+        description="image task: each class's test images must get their label at this rate; unset = no such check",
+    )
     behavioural_sample_rows: int = Field(80, ge=5, description="test texts perturbed per built-in check")
     # A pass rate on a handful of inputs is noise: on 2,000 VADER tweets the name-swap check found
     # 4 tweets with a name and rejected a 0.751 macro-F1 model for 3/4.
@@ -353,6 +361,10 @@ class ServingConfig(Section):
         None, ge=1024, description="request body cap (413 above); unset = what max_items inputs need, at most 64 MiB"
     )
     log_text: Literal["text", "hash"] = Field("text", description="hash: the prediction log keeps sha256, not text")
+    keep_images: bool = Field(
+        False, description="image task: also keep each served image once, as predictions/images/<sha256>.<format>, "
+                           "to label and retrain on; off = the log keeps its hash and descriptors only",
+    )
     auth_token_env: str = Field(
         "TUNEOPS_API_TOKEN", min_length=1, description="env var with the bearer token; unset/empty = no auth"
     )
@@ -408,6 +420,10 @@ class PipelineConfig(Section):
             # The digits demo has no group columns.
             if demo and self.data.group_columns is None:
                 self.data.group_columns = []
+        if self.evaluation.flip_invariance is None:
+            # Flipping training images asserts that a mirror keeps the label: hold the model to it.
+            # Digits or text, where it does not, drop flip from the augmentation and lose the check.
+            self.evaluation.flip_invariance = self.task == IMAGE_TASK and "flip" in self.training.augment
         if self.evaluation.demo_cases is None:
             # The demo's review cases are text, for the text demo only.
             self.evaluation.demo_cases = demo and self.task == TEXT_TASK

@@ -34,6 +34,11 @@ def prediction_log_dir() -> Path:
     return tuneops_home() / "predictions"
 
 
+def kept_inputs_dir() -> Path:
+    """Where served images are kept when ``serving.keep_images`` is on (beside the log that names them)."""
+    return prediction_log_dir() / "images"
+
+
 # torch's OpenMP threads wait for each other passively (sleep) instead of spinning. On a machine
 # shared with other work, a spinning thread burns the slice its descheduled sibling needs: with 4
 # busy processes on 2 cores a MiniLM training step was 1.8-3.4x faster passive; alone on the

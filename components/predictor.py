@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tuneops.components.checkpoints import feature_width
 from tuneops.components.device import autocast, inference_precision, resolve_device
 from tuneops.components.tasks.base import EncodedInputs, Task
 from tuneops.components.tasks.registry import get_task
@@ -154,15 +155,11 @@ def _head_input(model):
 
 
 def _embedding_width(model, head) -> int:
-    """Width of the embeddings: the head's input features for an image model (EfficientNet's
-    ``hidden_size`` is not its pooled width: ``hidden_dim`` is), the hidden size for text."""
+    """Width of the embeddings: the head's input features for an image model, else the width its
+    config states."""
     if head is not None:
         return int(_first_linear(head).in_features)
-    config = model.config
-    width = getattr(config, "hidden_size", None)
-    if width is None and isinstance(getattr(config, "hidden_sizes", None), (list, tuple)):
-        width = config.hidden_sizes[-1]  # a convolutional backbone's last stage
-    return int(width or getattr(config, "hidden_dim", 0))
+    return feature_width(model.config) or 0
 
 
 def _first_linear(module):

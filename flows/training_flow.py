@@ -54,7 +54,7 @@ def validate_task(splits: DatasetSplits, config: PipelineConfig, output_dir: Pat
 @prefect_task(name="select-model", cache_policy=NO_CACHE)
 def select_task(splits: DatasetSplits, config: PipelineConfig, output_dir: Path, champion_dir: Path | None,
                 task: Task):
-    return select_model(splits, config.selection, output_dir, champion_dir, task)
+    return select_model(splits, config.selection, output_dir, champion_dir, task, config.training)
 
 
 @prefect_task(name="finetune", cache_policy=NO_CACHE)

@@ -27,7 +27,7 @@ from typing import Any
 import bentoml
 
 from tuneops.components.monitoring.prediction_log import INPUT, PredictionLog
-from tuneops.components.paths import prediction_log_dir
+from tuneops.components.paths import kept_inputs_dir, prediction_log_dir
 from tuneops.serving.guard import RequestGuard
 from tuneops.serving.metrics import service_metrics
 from tuneops.serving.model_holder import ModelHolder, served_task
@@ -101,7 +101,20 @@ class TuneopsClassifier:
             results.append(result)
             records.append({**result, INPUT: predictor.task.log_value(value, self.config.log_text)})
         self._record(records, model.tag)
+        if self.config.keep_images:
+            self._keep(predictor.task, inputs)
         return results
+
+    def _keep(self, task, inputs: list[Any]) -> None:
+        """Keep the batch's inputs as files (``serving.keep_images``). As with the log, a failed
+        write is logged and counted, and the predictions still go out."""
+        directory = kept_inputs_dir()
+        for value in inputs:
+            try:
+                task.keep_input(value, directory)
+            except OSError as error:
+                self.metrics.log_failures.inc()
+                logger.error("keeping a served input failed: %s", error)
 
     def _pass_size(self, predictor) -> int:
         """Inputs per forward pass (the predictor orders the batch by cost before splitting it)."""

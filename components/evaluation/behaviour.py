@@ -63,18 +63,20 @@ def run_behavioural_checks(
     probabilities: np.ndarray,
     config: EvaluationConfig,
     task: Task,
+    truth: list[str] | None = None,
 ) -> list[BehaviouralResult]:
     """Run the task's built-in cases and the configured cases against ``model``.
 
-    ``inputs`` are the test inputs and ``probabilities`` the model's answers on them (reused, not
-    recomputed). All perturbed inputs go to the model in one batch. ConfigError when a configured
-    case names a label the model does not have or an unknown perturbation.
+    ``inputs`` are the test inputs, ``probabilities`` the model's answers on them (reused, not
+    recomputed) and ``truth`` their true labels, for the built-in cases that need them. All
+    perturbed inputs go to the model in one batch. ConfigError when a configured case names a
+    label the model does not have or an unknown perturbation.
     """
     labels = list(model.labels)
     rng = random.Random(config.seed)
     known = dict(zip(inputs, probabilities))
     predicted = [labels[i] for i in np.asarray(probabilities).argmax(axis=1)] if len(inputs) else []
-    cases = task.builtin_behaviour(labels, inputs, predicted, config, rng) + list(config.behavioural or [])
+    cases = task.builtin_behaviour(labels, inputs, predicted, truth, config, rng) + list(config.behavioural or [])
     for case in cases:
         _check_case(case, labels, task)
 

@@ -53,7 +53,7 @@ def evaluate(predictor, splits: DatasetSplits, config: EvaluationConfig, output_
     probabilities, embeddings = predictor.predict_and_embed(inputs)
     labels = list(predictor.labels)
 
-    behavioural = run_behavioural_checks(predictor, inputs, probabilities, config, task)
+    behavioural = run_behavioural_checks(predictor, inputs, probabilities, config, task, truth=test[LABEL].tolist())
 
     reference = splits.train.reset_index(drop=True)
     if len(reference) > config.drift_sample_rows:

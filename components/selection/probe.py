@@ -52,6 +52,7 @@ class ProbeData:
     device: str
     deadline: float  # time.perf_counter() value past which probing stops
     task: Task
+    training: TrainingConfig  # the run's training settings: a candidate is probed at its recipe's image size
 
 
 class OutOfBudget(Exception):
@@ -82,13 +83,16 @@ def probe_candidate(row: CandidateResult, inspection: CheckpointInspection, prob
     memory = PeakMemory(probe.device)
     try:
         with memory:
-            max_length = _frozen_probes(row, inspection, probe)
+            settings = probe_input_settings(inspection, probe)
+            if settings.image_size is not None:
+                row.notes.append(f"probed at {settings.image_size} px, the image size its run would train at")
+            max_length = _frozen_probes(row, inspection, probe, settings)
             if max_length is None:  # excluded once loaded
                 return
             if probe.config.probe_finetune_steps:
                 # The frozen model is gone with _frozen_probes' frame; the engine loads its own copy.
                 release_memory(probe.device)
-                _finetune_probe(row, inspection, probe, max_length)
+                _finetune_probe(row, inspection, probe, max_length, settings.image_size)
         row.status = RANKED
     except OutOfBudget:
         row.status = EXCLUDED
@@ -102,9 +106,11 @@ def probe_candidate(row: CandidateResult, inspection: CheckpointInspection, prob
         release_memory(probe.device)
 
 
-def _frozen_probes(row: CandidateResult, inspection: CheckpointInspection, probe: ProbeData) -> int | None:
-    """Load the candidate, run the linear probe and time it; returns the probe's maximum length,
-    or None when the loaded model is over ``selection.max_params`` (row excluded).
+def _frozen_probes(row: CandidateResult, inspection: CheckpointInspection, probe: ProbeData,
+                   settings: TrainingConfig) -> int | None:
+    """Load the candidate, run the linear probe and time it, inputs prepared as ``settings`` say;
+    returns the probe's maximum length, or None when the loaded model is over
+    ``selection.max_params`` (row excluded).
 
     The model lives only in this frame, so it is freed when the function returns or raises.
     """
@@ -118,6 +124,7 @@ def _frozen_probes(row: CandidateResult, inspection: CheckpointInspection, probe
         row.status, row.reason = EXCLUDED, too_large(row.parameters, probe.config.max_params)
         return None
     max_length = min(PROBE_MAX_LENGTH, inspection.max_sequence_length or PROBE_MAX_LENGTH)
+    processor = probe.task.configure_processor(processor, settings)
     predictor = Predictor(model, processor, probe.labels, task=probe.task, max_length=max_length, device=probe.device)
     row.predictions = linear_probe(predictor, probe.train_sample, probe.validation, probe.labels, probe.deadline)
     row.probe_macro_f1, row.probe_accuracy = score_predictions(
@@ -166,11 +173,22 @@ def embed_within_budget(predictor: Predictor, inputs: list[Any], deadline: float
     return embeddings if embeddings is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def probe_training_config(steps: int, max_length: int, device: str) -> TrainingConfig:
+def probe_input_settings(inspection: CheckpointInspection, probe: ProbeData) -> TrainingConfig:
+    """The run's training settings with the image size the recipe gives this candidate on the probe's
+    training sample (unchanged for a task whose inputs have no size): upsampling 28-px digits to a
+    checkpoint's 224 px would cost a probe 12x the compute of the 64 px the run trains at."""
+    from tuneops.components.training.recipe import image_size_for
+
+    side = image_size_for(probe.train_sample, str(inspection.local_dir), probe.training, probe.task)
+    return probe.training.model_copy(update={"image_size": side})
+
+
+def probe_training_config(steps: int, max_length: int, device: str, image_size: int | None = None) -> TrainingConfig:
     """The training settings of the short fine-tune probe: ``steps`` AdamW steps of batch 16 at a
     constant learning rate of 1e-4 on the probe's device, evaluated once at the end, with neither
-    early stopping nor intermediate checkpoints."""
+    early stopping nor intermediate checkpoints; images at ``image_size``."""
     return TrainingConfig(
+        image_size=image_size,
         max_steps=steps,
         batch_size=FINETUNE_BATCH,
         learning_rate=FINETUNE_LEARNING_RATE,
@@ -188,7 +206,7 @@ def probe_training_config(steps: int, max_length: int, device: str) -> TrainingC
 
 
 def _finetune_probe(row: CandidateResult, inspection: CheckpointInspection, probe: ProbeData,
-                    max_length: int) -> None:
+                    max_length: int, image_size: int | None) -> None:
     """A few steps of the training engine on the sample, into a temporary directory, then scored
     on the validation rows through the saved model; its score then counts."""
     from tuneops.components.training.finetune import finetune
@@ -206,7 +224,8 @@ def _finetune_probe(row: CandidateResult, inspection: CheckpointInspection, prob
     with tempfile.TemporaryDirectory(prefix="tuneops-finetune-probe-") as scratch:
         trained = finetune(
             probe.train_sample, probe.validation, probe.labels, _engine_checkpoint(inspection),
-            probe_training_config(wanted, max_length, probe.device), Path(scratch) / "model",
+            probe_training_config(wanted, max_length, probe.device, image_size),
+            Path(scratch) / "model",
             task=probe.task, progress=stop_at_deadline,
         )
         row.finetune_steps = trained.steps

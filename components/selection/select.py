@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tuneops.components.config import SelectionConfig
+from tuneops.components.config import SelectionConfig, TrainingConfig
 from tuneops.components.data.columns import LABEL
 from tuneops.components.data.loading import DatasetSplits
 from tuneops.components.device import resolve_device
@@ -67,11 +67,13 @@ def select_model(
     output_dir: Path,
     champion_dir: Path | None,
     task: Task,
+    training: TrainingConfig | None = None,
 ) -> SelectionReport:
     """Probe the configured candidates on ``splits`` and choose one; write the table to ``output_dir``.
 
     Candidates load and read their inputs (``splits.<split>[task.input_column]``) through ``task``;
-    the floor is ``task.baseline``. Raises StageError("selection: no usable candidate: ...") with
+    the floor is ``task.baseline``; ``training`` (the run's settings, default ones when None) gives
+    the image size each candidate is probed at. Raises StageError("selection: no usable candidate: ...") with
     every candidate's reason when none passes the checks and constraints (the report is written first).
     """
     started = time.perf_counter()
@@ -82,7 +84,8 @@ def select_model(
     train_sample = stratified_sample(splits.train, config.probe_rows, SEED)
     validation = stratified_sample(splits.validation, config.probe_rows, SEED)
     probe = ProbeData(labels=labels, train_sample=train_sample, validation=validation, config=config,
-                      device=resolve_device("auto"), deadline=deadline, task=task)
+                      device=resolve_device("auto"), deadline=deadline, task=task,
+                      training=training or TrainingConfig())
 
     baseline_row, baseline_metrics = probe_baseline(task, train_sample, validation, config.objective)
     rows = [

@@ -213,15 +213,21 @@ class Task(ABC):
         """One behavioural perturbation of an input; None when it does not apply to it."""
 
     @abstractmethod
-    def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str],
+    def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str], truth: list[str] | None,
                           config: "EvaluationConfig", rng: random.Random) -> list["BehaviouralCase"]:
-        """Built-in behavioural cases drawn from the user's own test inputs."""
+        """Built-in behavioural cases drawn from the user's own test inputs (``truth``: their true
+        labels, when known)."""
 
     # --- serving -----------------------------------------------------------------------------
 
     @abstractmethod
     def request_model(self, config: "ServingConfig") -> type:
         """The pydantic request body of the classify endpoint, with the config's limits."""
+
+    def keep_input(self, value: Any, directory: "Path") -> "Path | None":
+        """Keep a served input as a file under ``directory`` (``serving.keep_images``); None when
+        the task's log already holds its inputs (text) or the value is not one it keeps."""
+        return None
 
     @abstractmethod
     def log_value(self, value: Any, mode: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,8 +23,6 @@ from tuneops.components.tasks.image.decode import SUFFIXES, default_limits
 from tuneops.components.tasks.image.inspection import PROCESSOR_FILES, inspect_image_processor, load_image_processor
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tuneops.components.config import (BehaviouralCase, DataConfig, EvaluationConfig, ServingConfig,
                                            TrainingConfig, ValidationConfig)
     from tuneops.components.tasks.image.processing import Preprocessing
@@ -187,11 +186,11 @@ class ImageClassification(Task):
 
         return perturb(value, perturbation, rng)
 
-    def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str],
+    def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str], truth: list[str] | None,
                           config: "EvaluationConfig", rng: random.Random) -> list["BehaviouralCase"]:
-        from tuneops.components.tasks.image.perturbations import builtin_cases
+        from tuneops.components.tasks.image.perturbations import builtin_cases, class_minimum_cases
 
-        return builtin_cases(labels, list(inputs), predicted, config, rng)
+        return builtin_cases(list(inputs), config, rng) + class_minimum_cases(labels, list(inputs), truth, config, rng)
 
     # --- serving -----------------------------------------------------------------------------
 
@@ -209,6 +208,24 @@ class ImageClassification(Task):
         buffer = io.BytesIO()
         Image.new("RGB", (32, 32), (128, 128, 128)).save(buffer, format="PNG")
         return buffer.getvalue()
+
+    def keep_input(self, value: Any, directory: Path) -> Path | None:
+        """The served image's bytes as ``<sha256 hex>.<format>`` under ``directory``, written once
+        (atomically) per content: a feedback table can name the file with its true label. None
+        for a value that is not a readable image (it was refused before classification)."""
+        from tuneops.components.files import atomic_write_bytes
+        from tuneops.components.tasks.image.decode import ImageProblem, content_hash, image_header, read_image_bytes
+
+        limits = default_limits()
+        try:
+            data = read_image_bytes(value, limits)
+            suffix = image_header(data, limits).format.lower()
+        except ImageProblem:
+            return None
+        path = Path(directory) / f"{content_hash(data).split(':', 1)[1]}.{suffix}"
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        return path
 
     def log_value(self, value: Any, mode: str) -> str:
         """Never the pixels: an image (served bytes, or a path) is logged as its content hash plus its

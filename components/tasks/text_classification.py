@@ -139,7 +139,7 @@ class TextClassification(Task):
 
         return perturb(str(value), perturbation, rng)
 
-    def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str],
+    def builtin_behaviour(self, labels: list[str], inputs: list[Any], predicted: list[str], truth: list[str] | None,
                           config: "EvaluationConfig", rng: random.Random) -> list["BehaviouralCase"]:
         from tuneops.components.tasks.text.perturbations import builtin_cases
 

@@ -184,9 +184,12 @@ class _Run:
                 augment_seed=config.seed if config.augment else None, first_step=state.step,
                 augment_operations=tuple(config.augment),
             )
+            # Its own generator: a loader draws a worker seed when it starts, and from the global
+            # stream that would shift the dropout masks of a resumed run (it starts mid-epoch).
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=None, shuffle=False, num_workers=placement.workers,
                 pin_memory=placement.on_cuda, prefetch_factor=4 if placement.workers else None,
+                generator=torch.Generator().manual_seed(config.seed + state.epoch),
             )
             for item in loader:
                 learning_rate = setup.optimisation.scheduler.get_last_lr()[0]

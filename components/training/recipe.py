@@ -147,6 +147,16 @@ def recipe_for_run(train: pd.DataFrame, checkpoint: str, config: TrainingConfig,
     return decide_recipe(config, train[LABEL].tolist(), lengths, limit, parameters, images)
 
 
+def image_size_for(train: pd.DataFrame, source: str, config: TrainingConfig, task: Task) -> int | None:
+    """The ``image_size`` a run fine-tuning the checkpoint at ``source`` on ``train`` takes: the
+    config's, else the recipe's choice; None for a task whose inputs have no size. Selection probes
+    each candidate at it, so a candidate is judged at the resolution it would be trained at."""
+    if config.image_size is not None:
+        return config.image_size
+    images = _image_facts(train, source, config, task)
+    return None if images is None else _image_size(config, images).value
+
+
 def _image_facts(train: pd.DataFrame, source: str, config: TrainingConfig, task: Task) -> ImageFacts | None:
     """The image sizes of a sample of ``train`` and the input side and stages of the checkpoint at
     ``source``; None for a task whose inputs have no size."""

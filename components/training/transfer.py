@@ -73,8 +73,9 @@ def backbone_stages(model) -> tuple[list, list] | None:
     model's layout is not one tuneops knows."""
     base = model.base_model
     stem = next((getattr(base, name) for name in ("embeddings", "embedder") if hasattr(base, name)), None)
-    encoder = getattr(base, "encoder", None)
-    if stem is None or encoder is None:
+    # transformers 5's ViT holds its layers on the base model itself, with no encoder module.
+    encoder = getattr(base, "encoder", base)
+    if stem is None:
         return None
     if getattr(model.config, "model_type", None) == "efficientnet":
         # One flat list of blocks; stage i is the next ceil(depth_coefficient * repeats_i) of them
@@ -111,11 +112,16 @@ def freeze_stages(model, stages: int) -> None:
     for module in stem + [part for stage in blocks[:stages] for part in stage]:
         for parameter in module.parameters():
             parameter.requires_grad_(False)
-        _keep_norm_statistics(module)
+        hold_norm_statistics(module)
 
 
-def _keep_norm_statistics(module) -> None:
-    """Hold the batch norms inside ``module`` in eval mode, whatever ``model.train()`` asks."""
+def hold_norm_statistics(module) -> None:
+    """Hold every batch norm inside ``module`` in eval mode, whatever ``model.train()`` asks.
+
+    Fine-tuning batches are small and of one domain: batch norms in train mode would normalise
+    with each batch's statistics and overwrite the pretrained running ones (measured on the
+    digits demo: 0.374 test accuracy, against 0.95 with the statistics held). Dropout, by
+    contrast, trains as pretraining did."""
     import torch
 
     def train_frozen(self, mode: bool = True):
@@ -184,17 +190,20 @@ def merge_adapter(model):
 
 
 def prepare_model(model, config: TrainingConfig):
-    """Apply the config's dropout, freezing and adapter settings; return the model to train."""
+    """Apply the config's dropout, freezing and adapter settings; return the model to train, in
+    train mode (dropout on; ``from_pretrained`` returns eval mode) with its batch-norm statistics
+    held."""
     if config.dropout is not None:
         set_dropout(model, config.dropout)
     freeze(model, config.freeze_embeddings, config.freeze_layers)
     freeze_stages(model, config.freeze_stages or 0)
     freeze_identity_squeeze_excite(model)
+    hold_norm_statistics(model)
     if config.adapter != "none":
         model = add_adapter(model, config)
     if not any(parameter.requires_grad for parameter in model.parameters()):
         raise ConfigError("config: training settings leave no parameter to train")
-    return model
+    return model.train()
 
 
 def trainable_parameters(model) -> dict:

@@ -34,6 +34,11 @@ def test_the_image_task_has_its_own_defaults_and_explicit_values_win():
                                 "training.augment=[crop]"])
     assert (chosen.selection.candidates, chosen.data.demo_rows, chosen.training.augment) == (["./mine"], 300, ["crop"])
     assert load_config(None, ["training.augment=false"]).training.augment == []
+    # Training on mirrored images declares that a mirror keeps the label: the flip check follows it.
+    assert config.evaluation.flip_invariance is True and chosen.evaluation.flip_invariance is False
+    assert load_config(None, ["task=image-classification", "training.augment=[crop]",
+                              "evaluation.flip_invariance=true"]).evaluation.flip_invariance is True
+    assert load_config(None, []).evaluation.flip_invariance is False  # text
 
 
 def test_relative_data_paths_are_relative_to_the_config_file(tmp_path):

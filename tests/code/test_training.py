@@ -58,7 +58,7 @@ CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
 # Small enough for a shared 2-core machine; one thread per process because oversubscribed cores
 # make every step several times slower (measured), not because the result depends on it.
 TINY = dict(
-    max_steps=24, batch_size=16, eval_every_steps=6, checkpoint_every_steps=6, learning_rate=1e-3,
+    max_steps=24, batch_size=16, eval_every_steps=3, checkpoint_every_steps=6, learning_rate=1e-3,
     freeze_embeddings=True, threads=1, early_stopping_patience=None,
 )
 # A deliberately easy task (one sentiment word decides the label), so that 24 steps of a 2-layer

@@ -76,3 +76,23 @@ def test_a_corrupt_image_blocks_the_run_before_training(digits, tmp_path):
               if not check["success"] and check["severity"] == "block"]
     assert [check["name"] for check in failed] == ["image_decodes"], failed
     assert victim.name in failed[0]["examples"][0]
+
+
+@pytest.mark.slow
+def test_the_shipped_image_example_runs_the_embedded_demo_and_is_promoted(tmp_path):
+    """``docs/examples/images.yaml`` as shipped: the 1,200-digit demo, every stage, promoted, with
+    the per-class minimum gating every class (the demo's test split has 10+ images of each)."""
+    home = tmp_path / "home"
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "images.yaml"
+    result = tuneops("run", "--config", str(example), home=home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = next((home / "runs").iterdir())
+    summary = json.loads((record / "summary.json").read_text())
+    assert summary["status"] == "promoted", summary["gate"]["reasons"]
+    assert summary["metrics"]["macro_f1"] > max(MIN_MACRO_F1, summary["gate"]["baseline"])
+    settings = json.loads((record / "model" / "training_args.json").read_text())["config"]
+    assert settings["augment"] == ["crop", "jitter"]
+    behavioural = json.loads((record / "evaluation" / "evaluation.json").read_text())["behavioural"]
+    minimums = [case for case in behavioural if case["name"].startswith("class minimum: ")]
+    assert len(minimums) == 10 and all(case["tested"] >= 10 for case in minimums)
+    assert all(case["pass_rate"] >= case["min_pass_rate"] for case in minimums)

@@ -277,6 +277,7 @@ SERVER_SETTINGS = [
     f"serving.max_image_pixels={MAX_PIXELS}",
     "serving.torch_threads=1",  # see tests/e2e/test_serving.py: a shared CPU stalls torch's thread barriers
     "serving.max_latency_ms=30000",
+    "serving.keep_images=true",
 ]
 
 
@@ -418,3 +419,26 @@ def test_the_prediction_log_keeps_a_content_hash_and_descriptors_per_image(image
     longest = max(len(line) for path in (image_server.home / "predictions").glob("*.jsonl")
                   for line in path.read_text().splitlines())
     assert longest < 2000
+
+
+def test_kept_images_are_the_served_bytes_once_each_and_never_a_refused_file(image_server, digits, bad_images) -> None:
+    """``serving.keep_images``: each classified image is kept once, under its content hash, so that
+    a feedback table can name it with its true label; what was refused is not kept."""
+    from PIL import Image
+
+    images = [content for _, content in digits[:3]]
+    for request_id in ("keep-1", "keep-2"):  # the same images twice: still one file each
+        response = image_server.post({"json": {"images": [b64(image) for image in images]}},
+                                     headers={"X-Request-ID": request_id})
+        assert response.status_code == 200, response.text
+    kept = image_server.home / "predictions" / "images"
+    for image in images:
+        path = kept / f"{content_hash(image).split(':', 1)[1]}.png"
+        assert path.read_bytes() == image
+    files = sorted(kept.iterdir())
+    assert len({path.name for path in files}) == len(files) and not any(path.name.startswith(".") for path in files)
+    refused = {content_hash(data).split(":", 1)[1] for data, _ in bad_images.values()}
+    assert not refused & {path.stem for path in files}
+    for path in files:
+        with Image.open(path) as opened:
+            opened.verify()

@@ -30,7 +30,15 @@ from tuneops.components.sampling import stratified_split
 from tuneops.components.tasks.image.baseline import C_GRID, train_baseline
 from tuneops.components.tasks.image.decode import content_hash
 from tuneops.components.tasks.image.descriptors import DESCRIPTORS, describe_bytes, image_descriptors, log_record
-from tuneops.components.tasks.image.perturbations import BUILTIN, PERTURBATIONS, builtin_cases, perturb
+from tuneops.components.tasks.image.perturbations import (
+    BUILTIN,
+    CLASS_MINIMUM_MIN_TESTED,
+    FLIP,
+    PERTURBATIONS,
+    builtin_cases,
+    class_minimum_cases,
+    perturb,
+)
 from tuneops.components.tasks.image.schema import EXAMPLE_IMAGE, RequestImage, request_model
 from tuneops.components.tasks.image.slices import BRIGHTNESS_COLUMN, SIZE_COLUMN, UNREADABLE, size_slices
 from tuneops.components.tasks.registry import get_task
@@ -234,22 +242,54 @@ def test_perturbations_that_change_nothing_or_do_not_exist(tmp_path):
 def test_builtin_cases_are_label_agnostic_invariances_on_a_seeded_sample(digits):
     paths = digits[1]["image"].tolist()
     config = EvaluationConfig(behavioural_sample_rows=25, builtin_min_tested=10)
-    cases = builtin_cases([], paths, [], config, random.Random(0))
+    cases = builtin_cases(paths, config, random.Random(0))
     assert [(case.name, case.perturbation) for case in cases] == list(BUILTIN)
     assert all(case.kind == "invariance" and case.min_tested == 10 and len(case.texts) == 25 for case in cases)
     assert set(cases[0].texts) <= set(paths)
-    again = builtin_cases([], paths, [], config, random.Random(0))
+    again = builtin_cases(paths, config, random.Random(0))
     assert [case.texts for case in again] == [case.texts for case in cases]
-    assert builtin_cases([], paths, [], EvaluationConfig(builtin_invariance=False), random.Random(0)) == []
+    assert builtin_cases(paths, EvaluationConfig(builtin_invariance=False), random.Random(0)) == []
+    flipped = builtin_cases(paths, EvaluationConfig(flip_invariance=True), random.Random(0))
+    assert [(case.name, case.perturbation) for case in flipped] == [*BUILTIN, FLIP]
+
+
+def test_class_minimum_cases_hold_each_class_to_its_own_test_images(digits):
+    test = digits[1]
+    paths, truth = test["image"].tolist(), test[LABEL].tolist()
+    labels = sorted(set(truth)) + ["never-seen"]
+    config = EvaluationConfig(behavioural_sample_rows=12)
+    cases = class_minimum_cases(labels, paths, truth, config, random.Random(0))
+    # One case per class with test images; a label without any has nothing to test.
+    assert [case.expected for case in cases] == sorted(set(truth))
+    for case in cases:
+        own = set(test.loc[test[LABEL] == case.expected, "image"])
+        assert case.kind == "minimum" and set(case.texts) <= own
+        assert len(case.texts) == min(12, len(own))
+        assert case.min_pass_rate == 0.5 and case.min_tested == CLASS_MINIMUM_MIN_TESTED
+    assert class_minimum_cases(labels, paths, None, config, random.Random(0)) == []
+    assert class_minimum_cases(labels, paths, truth, EvaluationConfig(class_minimum_pass_rate=None),
+                               random.Random(0)) == []
 
 
 def test_the_floor_through_the_behavioural_checks(digits, floor):
     """The spine's behavioural run with the image task's cases, judging the fitted floor."""
     paths = digits[1]["image"].tolist()
     config = EvaluationConfig(behavioural_sample_rows=30, builtin_min_tested=10)
-    results = run_behavioural_checks(floor, paths, floor.predict_proba(paths), config, get_task("image-classification"))
-    assert [result.name for result in results] == [name for name, _ in BUILTIN]
-    for result in results:
+    truth = digits[1][LABEL].tolist()
+    results = run_behavioural_checks(floor, paths, floor.predict_proba(paths), config, get_task("image-classification"),
+                                     truth=truth)
+    invariances, minimums = results[:len(BUILTIN)], results[len(BUILTIN):]
+    assert [result.name for result in invariances] == [name for name, _ in BUILTIN]
+    assert [result.name for result in minimums] == [f"class minimum: {label}" for label in floor.labels]
+    # Each class's recall on its own test images, as the metrics count it.
+    predicted = np.asarray(floor.labels)[floor.predict_proba(paths).argmax(1)]
+    for result in minimums:
+        label = result.name.removeprefix("class minimum: ")
+        own = np.asarray(truth) == label
+        assert result.tested == min(30, own.sum())
+        if result.tested == own.sum():
+            assert result.passed == (predicted[own] == label).sum()
+    for result in invariances:
         assert result.tested == 30 and result.skipped is None, result
         # The perturbed images were really classified: the floor keeps most labels (measured on 80
         # digits: brightness 0.84, crop 0.61, blur 0.83; pixel features move under a zoom), far

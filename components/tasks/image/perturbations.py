@@ -13,8 +13,12 @@ held in memory until the model has scored them all, and a 12-megapixel photo is 
 
 Built-in cases (unless ``evaluation.builtin_invariance`` is off): brightness, crop and blur
 invariance on a seeded sample of the test images; they suit any label set, since a person gives a
-photo the same label after these. ``flip`` is not built in: it changes the class of digits, letters,
-text and anything with a handedness (a left arrow, a "b" and a "d"); it is there for one's own cases.
+photo the same label after these. ``flip`` changes the class of digits, letters, text and anything
+with a handedness (a left arrow, a "b" and a "d"), so its check is built in only with
+``evaluation.flip_invariance``, which is on when the training augmentation flips (a run that trains
+on mirrored images has declared that a mirror keeps the label).
+Per-class minimum (unless ``evaluation.class_minimum_pass_rate`` is unset): each class's held-out
+test images must mostly get their own label.
 """
 
 from __future__ import annotations
@@ -41,8 +45,12 @@ _MIN_BLUR = 0.5
 # The largest side a model takes (training.image_size is at most 1024): shrinking to it first loses
 # nothing the model would see, and keeps a perturbed photo near 1-3 MB.
 MAX_SIDE = 1024
+# A class's recall on 10 test images: a model whose true recall is 0.8 shows 4/10 or fewer 0.6% of
+# the time, so a 0.5 minimum rarely rejects a good model; on fewer images it would.
+CLASS_MINIMUM_MIN_TESTED = 10
 # Built-in invariances: (case name, perturbation).
 BUILTIN = (("brightness invariance", "brightness"), ("crop invariance", "crop"), ("blur invariance", "blur"))
+FLIP = ("flip invariance", "flip")
 
 
 def perturb(value: Any, perturbation: str, rng: random.Random) -> bytes | None:
@@ -95,22 +103,52 @@ def _apply(image, perturbation: str, rng: random.Random):
     return image.filter(ImageFilter.GaussianBlur(radius))
 
 
-def builtin_cases(labels: list[str], inputs: list[Any], predicted: list[str], config: EvaluationConfig,
-                  rng: random.Random) -> list[BehaviouralCase]:
+def builtin_cases(inputs: list[Any], config: EvaluationConfig, rng: random.Random) -> list[BehaviouralCase]:
     """The built-in invariance cases on one seeded sample of the given (test) image paths.
 
-    ``labels`` and ``predicted`` are part of the task seam; invariance needs neither (the expected
-    label is the model's own on the original image), and images have no demo-style directional or
-    minimum cases. Each case gates only when it tested ``evaluation.builtin_min_tested`` images.
+    Invariance needs no labels: the expected label is the model's own on the original image. Each
+    case gates only when it tested ``evaluation.builtin_min_tested`` images.
     """
     if not config.builtin_invariance:
         return []
-    # A case holds its inputs as strings (BehaviouralCase.texts): paths. Images given as bytes
-    # (never the case for split frames) cannot be named in a case and are left out.
-    paths = list(dict.fromkeys(os.fspath(value) for value in inputs if isinstance(value, (str, os.PathLike))))
+    paths = _paths(inputs)
     if not paths:
         return []
     size = config.behavioural_sample_rows
     sample = paths if len(paths) <= size else rng.sample(paths, size)
+    checks = BUILTIN + (FLIP,) if config.flip_invariance else BUILTIN
     return [BehaviouralCase(kind="invariance", name=name, texts=sample, perturbation=perturbation,
-                            min_tested=config.builtin_min_tested) for name, perturbation in BUILTIN]
+                            min_tested=config.builtin_min_tested) for name, perturbation in checks]
+
+
+def class_minimum_cases(labels: list[str], inputs: list[Any], truth: list[str] | None, config: EvaluationConfig,
+                        rng: random.Random) -> list[BehaviouralCase]:
+    """One minimum-functionality case per class: held-out test images of the class must get its label
+    at ``evaluation.class_minimum_pass_rate`` (a seeded sample of at most
+    ``behavioural_sample_rows`` each). A class the model gets wrong more often than right fails the
+    gate whatever the overall accuracy: on imbalanced data a model can ignore a rare class and still
+    score well. A class with fewer than ``CLASS_MINIMUM_MIN_TESTED`` test images is reported only.
+    """
+    if config.class_minimum_pass_rate is None or truth is None:
+        return []
+    by_class: dict[str, list[str]] = {}
+    for value, label in zip(inputs, truth):
+        if isinstance(value, (str, os.PathLike)):
+            by_class.setdefault(label, []).append(os.fspath(value))
+    cases = []
+    for label in labels:
+        paths = list(dict.fromkeys(by_class.get(label, [])))
+        if not paths:
+            continue
+        size = config.behavioural_sample_rows
+        sample = paths if len(paths) <= size else rng.sample(paths, size)
+        cases.append(BehaviouralCase(kind="minimum", name=f"class minimum: {label}", texts=sample, expected=label,
+                                     min_pass_rate=config.class_minimum_pass_rate,
+                                     min_tested=CLASS_MINIMUM_MIN_TESTED))
+    return cases
+
+
+def _paths(inputs: list[Any]) -> list[str]:
+    """The distinct image paths among ``inputs``: a case holds its inputs as strings. Images given as
+    bytes (never the case for split frames) cannot be named in a case and are left out."""
+    return list(dict.fromkeys(os.fspath(value) for value in inputs if isinstance(value, (str, os.PathLike))))
