@@ -115,6 +115,7 @@ def pandas_checks(splits: DatasetSplits, config: ValidationConfig) -> dict[tuple
     verdicts[("class_count", "train")] = 2 <= len(counts) <= config.max_classes
     verdicts[("min_examples_per_class", "train_classes")] = bool((counts >= config.min_examples_per_class).all())
     verdicts[("class_imbalance", "train_classes")] = counts.max() / counts.min() <= config.max_class_imbalance
+    verdicts[("label_variants", "train_classes")] = pd.Index(counts.index.astype(str).str.strip().str.casefold()).is_unique
     return verdicts
 
 

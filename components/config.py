@@ -21,6 +21,8 @@ IMAGE_TASK = "image-classification"
 # Digits of the embedded image demo: enough for a model well above the floor in a few CPU minutes.
 IMAGE_DEMO_ROWS = 1200
 DEMO_GROUP_COLUMNS = ["product_category", "region"]
+# data.max_bytes: 2 GB of table is millions of rows, more than a CPU fine-tunes on in a day.
+DEFAULT_MAX_DATA_BYTES = 2_000_000_000
 
 
 class Section(BaseModel):
@@ -50,11 +52,30 @@ class DataConfig(Section):
     max_rows: int | None = Field(None, ge=30, description="stratified subsample of the data, for quick runs")
     demo_rows: int = Field(3600, ge=300, le=200_000)
     split_seed: int = Field(42, ge=0)
+    # Checked before anything is read: a 2 GB CSV of texts is already several GB in pandas, and
+    # a path at the wrong file (a disk image, a log) should be refused, not read until memory ends.
+    max_bytes: int = Field(
+        DEFAULT_MAX_DATA_BYTES, ge=1,
+        description="largest data source read: a table file, a saved dataset's files, or the input files "
+                    "(images) that one folder or table names; larger is refused before reading",
+    )
 
     @model_validator(mode="after")
-    def _distinct_labels(self) -> "DataConfig":
-        if self.labels is not None and len(set(self.labels)) < 2:
-            raise ValueError("data.labels must declare at least 2 distinct labels")
+    def _distinct_names(self) -> "DataConfig":
+        # Repeats would become duplicate columns or classes: an internal error or a class counted twice.
+        if self.labels is not None:
+            repeated = _first_repeat(self.labels)
+            if repeated is not None:
+                raise ValueError(f"data.labels lists {repeated!r} more than once")
+            if len(self.labels) < 2:
+                raise ValueError("data.labels must declare at least 2 distinct labels")
+        groups = self.group_columns or []
+        repeated = _first_repeat(groups)
+        if repeated is not None:
+            raise ValueError(f"data.group_columns lists {repeated!r} more than once")
+        if self.label_column in groups:
+            raise ValueError(f"data.group_columns names the label column {self.label_column!r} "
+                             "(data.label_column); a group must be another column")
         return self
 
     @property
@@ -64,6 +85,16 @@ class DataConfig(Section):
         if self.group_columns is None and self.path is None:
             return list(DEMO_GROUP_COLUMNS)
         return list(self.group_columns or [])
+
+
+def _first_repeat(values: list[str]) -> str | None:
+    """The first value of ``values`` seen before, or None when all are distinct."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 Severity = Literal["block", "warn", "off"]
@@ -97,6 +128,7 @@ class ValidationConfig(Section):
             "label_not_float": "block",
             "label_single_type": "block",
             "label_in_set": "block",
+            "label_variants": "warn",
             "class_count": "block",
             "min_examples_per_class": "block",
             "class_imbalance": "warn",
@@ -323,6 +355,19 @@ class EvaluationConfig(Section):
     seed: int = Field(0, ge=0)
 
 
+class InfraValidationConfig(Section):
+    """Before the champion pointer moves, the packaged model is served by a real ``bentoml serve``
+    on 127.0.0.1 and must answer test inputs as it does in process, in time (TFX's InfraValidator)."""
+
+    enabled: bool = Field(True, description="off: promote on the metrics alone")
+    requests: int = Field(8, ge=1, le=200, description="test inputs sent, one request each")
+    # One input per request to a warm CPU service takes tens of ms (benchmarks/bench_serving.py);
+    # seconds means a model or service that cannot serve in production.
+    max_p95_latency_ms: float = Field(2000.0, gt=0, description="p95 of those requests' latency, or the model is refused")
+    # Cold start on a busy 2-core machine: bentoml imports, torch loads the weights, one warm-up pass.
+    startup_timeout_s: float = Field(240.0, gt=0, le=3600, description="until /readyz must answer 200")
+
+
 class GateConfig(Section):
     metric: Literal["macro_f1", "accuracy", "weighted_f1"] = "macro_f1"
     tolerance: float = Field(0.01, ge=0, le=1)
@@ -336,6 +381,7 @@ class GateConfig(Section):
         default_factory=lambda: ["equalized_odds_difference"],
         description="gaps held to max_fairness_gap (one-vs-rest per class, max over classes)",
     )
+    infra_validation: InfraValidationConfig = Field(default_factory=InfraValidationConfig)
 
 
 class ServingConfig(Section):
@@ -464,11 +510,21 @@ def validate_config(raw: dict[str, Any]) -> PipelineConfig:
         raise ConfigError("config: " + "; ".join(_describe(e) for e in error.errors())) from None
 
 
+# A config is a few kB; anything this large is a wrong path.
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config: file not found: {path}")
     if path.is_dir():
         raise ConfigError(f"config: {path} is a directory, not a YAML file")
+    if not path.is_file():
+        # A FIFO or device would block the read or never end it.
+        raise ConfigError(f"config: {path} is not a regular file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config: {path} is {path.stat().st_size:,} bytes; a config file is at most "
+                          f"{MAX_CONFIG_BYTES:,}")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -25,3 +25,11 @@ class ValidationBlocked(TuneopsError):
 
 class StageError(TuneopsError):
     """A pipeline stage failed for a reason the user can fix (exit 1)."""
+
+
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """``error``'s message as one line (its type's name when it has none), cut to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if limit is not None and len(text) > limit:
+        return text[: limit - 3] + "..."
+    return text

@@ -1,8 +1,11 @@
 """Files the pipeline writes: atomically (a reader sees the old file or the new one, never half of
-one) and as plain JSON (numpy numbers, NaN, paths and datetimes made JSON-safe in one way)."""
+one) and as plain JSON (numpy numbers, NaN, paths and datetimes made JSON-safe in one way); and the
+one kind of lock file the writers share."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -10,7 +13,7 @@ import os
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -37,6 +40,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(partial).unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync_directory(path: str | Path) -> None:
+    """Flush a directory's entries to disk: a rename into it is durable only once this returns."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; yields
+    True. With ``wait=False`` it yields False at once, holding nothing, when another holder has it.
+
+    The kernel drops the lock when its holder ends, however it ends (``kill -9`` included), so a
+    lock that can be taken proves that no live process holds it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_json(path: str | Path, value: Any, indent: int | None = 2) -> Path:

@@ -1,16 +1,21 @@
 """The model registry: packaged models in BentoML's model store, and the champion pointer.
 
 - ``package_model`` saves a trained model directory, its lineage and a reference sample of the
-  training data as one BentoML model (``tuneops-classifier:<version>``). BentoML's
-  ``models.create`` only commits the model when the ``with`` block succeeds, and every file's
-  size and SHA-256 go into the model's metadata, so a model whose save was cut short (even by a
-  crash in the middle of BentoML's own copy into the store) is recognisable as incomplete.
+  training data as one BentoML model (``tuneops-classifier:<version>``). The model is built aside
+  and renamed into the store whole (``model_store.build``), so a crash while packaging leaves no
+  entry in the store, only a build folder that ``remove_partial_entries`` (``tuneops models
+  --clean``) deletes; listing ignores and reports such leftovers instead of failing on them.
+  Every file's size and SHA-256 go into the model's metadata, so a model damaged later is
+  recognisable as incomplete.
 - The champion, the model that serving uses, is named by one small JSON file,
   ``$TUNEOPS_HOME/champion.json``. ``set_champion`` verifies the model completely first (files,
   checksums, manifest), then replaces the file atomically (write a temporary file, fsync,
   ``os.replace``), so a reader sees either the old champion or the new one, never a mix, and a
   half-saved model can never become champion. The file keeps the previous champions for
-  ``rollback``. Writers take an exclusive ``flock`` so two promotions cannot lose each other.
+  ``rollback``. Writers take an exclusive ``flock`` so two promotions cannot lose each other, and
+  each reports the champion it replaced as read under that lock. A pointer file of the wrong
+  shape (a hand edit) is a one-line StageError naming the file. ``champion_pointer`` keeps the
+  file; this module decides what goes into it.
 
 Import cost: bentoml is imported inside the functions, after ``configure_environment`` has
 pointed ``BENTOML_HOME`` into ``$TUNEOPS_HOME``.
@@ -18,27 +23,25 @@ pointed ``BENTOML_HOME`` into ``$TUNEOPS_HOME``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
+from tuneops.components import champion_pointer, model_store
+# Re-exported: the service and tests know the pointer by these registry names.
+from tuneops.components.champion_pointer import POINTER_FILE, pointer_path  # noqa: F401
 from tuneops.components.errors import ConfigError, StageError
-from tuneops.components.files import atomic_write_json, atomic_write_text, file_sha256, plain_json
-from tuneops.components.paths import tuneops_home
+from tuneops.components.files import atomic_write_text, file_sha256, plain_json
 from tuneops.components.predictor import MANIFEST
 
 MODEL_NAME = "tuneops-classifier"
 # Models packaged before the manifest recorded a task are text classifiers.
 DEFAULT_TASK = "text-classification"
-POINTER_FILE = "champion.json"
 REFERENCE_FILE = "reference.parquet"
 LINEAGE_FILE = "lineage.json"
 # Monitoring compares traffic with this sample; a few thousand rows give stable drift tests
@@ -63,6 +66,9 @@ class ModelRelease:
     created: datetime
     is_champion: bool = False
     promoted_at: str | None = field(default=None)
+    # Set by set_champion and rollback: the champion the switch replaced, read under the pointer's
+    # lock (so two concurrent promotions never both claim to have replaced the same one).
+    previous_champion: str | None = field(default=None)
 
     @property
     def model_dir(self) -> Path:
@@ -136,8 +142,8 @@ def package_model(trained_dir: Path, metadata: dict[str, Any], reference: pd.Dat
         "gate": str(lineage.get("gate") or "none"),
     }
     payload = [path for path in sorted(trained_dir.iterdir()) if path.is_file()]
-    with bentoml.models.create(MODEL_NAME, labels=bento_labels, metadata=lineage) as model:
-        target = Path(model.path)
+    with model_store.build(MODEL_NAME, labels=bento_labels, metadata=lineage) as staged:
+        target = staged.path
         for source in payload:
             shutil.copy2(source, target / source.name)
         try:
@@ -145,12 +151,13 @@ def package_model(trained_dir: Path, metadata: dict[str, Any], reference: pd.Dat
         except (ValueError, TypeError, ImportError) as error:
             raise StageError(f"package: cannot write the reference sample as Parquet: {error}") from None
         atomic_write_text(target / LINEAGE_FILE, json.dumps(lineage, indent=2, sort_keys=True))
-        # Recorded last, from the files as written: what a complete copy of this model holds.
-        model.info.metadata["files"] = {
+        # Recorded last, from the files as written (model.yaml comes when the build is committed):
+        # what a complete copy of this model holds.
+        staged.metadata["files"] = {
             path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
-            for path in sorted(target.iterdir()) if path.is_file() and path.name != "model.yaml"
+            for path in sorted(target.iterdir()) if path.is_file()
         }
-    return _release(bentoml.models.get(model.tag))
+    return _release(bentoml.models.get(staged.tag))
 
 
 def get_model(tag: str) -> ModelRelease:
@@ -164,11 +171,17 @@ def get_model(tag: str) -> ModelRelease:
     except NotFound:
         raise ConfigError(f"no model {tag!r} in the store; `tuneops models` lists them") from None
     except BentoMLException as error:
+        name, _, version = full.partition(":")
+        entry = model_store.store_dir() / name / version
+        if version and entry.is_dir():
+            _, problem = model_store.load_entry(entry)
+            raise StageError(f"model {full} is a partial entry in the store ({entry}: {problem}); "
+                             "`tuneops models --clean` removes it") from None
         raise ConfigError(f"model {tag!r}: {error}") from None
     if model.tag.name != MODEL_NAME:
         raise ConfigError(f"model {tag!r} is not a tuneops model (name must be {MODEL_NAME})")
     release = _release(model)
-    state = _read_pointer()
+    state = champion_pointer.read()
     release.is_champion = state.get("tag") == release.tag
     release.promoted_at = state.get("promoted_at") if release.is_champion else None
     return release
@@ -195,20 +208,22 @@ def verify_model(tag: str) -> ModelRelease:
 
 def set_champion(tag: str) -> ModelRelease:
     """Make the model ``tag`` the champion, after verifying it; the previous champion is kept for
-    ``rollback``. Promoting the current champion again changes nothing."""
+    ``rollback`` and returned as ``previous_champion`` (the tag itself when it already was the
+    champion: promoting the current champion again changes nothing)."""
     release = verify_model(tag)
-    with _pointer_lock():
-        state = _read_pointer()
+    with champion_pointer.lock():
+        state = champion_pointer.read()
+        release.previous_champion = state.get("tag")
         if state.get("tag") != release.tag:
             history = list(state.get("history", []))
             if state.get("tag"):
                 history.append({"tag": state["tag"], "promoted_at": state.get("promoted_at")})
-            _write_pointer({
+            champion_pointer.write({
                 "tag": release.tag,
                 "promoted_at": datetime.now(timezone.utc).isoformat(),
                 "history": history[-MAX_HISTORY:],
             })
-            state = _read_pointer()
+            state = champion_pointer.read()
     release.is_champion = True
     release.promoted_at = state.get("promoted_at")
     return release
@@ -219,7 +234,7 @@ def champion() -> ModelRelease | None:
 
     StageError when the pointer names a model that has since been deleted from the store.
     """
-    state = _read_pointer()
+    state = champion_pointer.read()
     if not state.get("tag"):
         return None
     try:
@@ -240,19 +255,14 @@ def champion_model_dir() -> Path | None:
 
 def champion_tag() -> str | None:
     """The champion's tag as the pointer file says, without touching the model store."""
-    return _read_pointer().get("tag")
+    return champion_pointer.read().get("tag")
 
 
 def list_models() -> list[ModelRelease]:
-    """Every packaged model, newest first, with ``is_champion`` set on the champion."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    try:
-        models = bentoml.models.list(MODEL_NAME)
-    except NotFound:
-        return []
-    state = _read_pointer()
+    """Every packaged model, newest first, with ``is_champion`` set on the champion. Entries that
+    are not whole models are left out (``partial_entries`` names them)."""
+    models, _ = model_store.scan(MODEL_NAME)
+    state = champion_pointer.read()
     releases = [_release(model) for model in models]
     for release in releases:
         release.is_champion = release.tag == state.get("tag")
@@ -260,11 +270,30 @@ def list_models() -> list[ModelRelease]:
     return sorted(releases, key=lambda release: release.created, reverse=True)
 
 
+def previous_champions() -> list[str]:
+    """The earlier champions the pointer remembers, most recent first: the order ``rollback``
+    tries them in. Only reads the pointer (the service falls back along it without moving it)."""
+    history = champion_pointer.read().get("history", [])
+    return [str(entry["tag"]) for entry in reversed(history) if isinstance(entry, dict) and entry.get("tag")]
+
+
+def partial_entries() -> list[model_store.Leftover]:
+    """What the model store's folders hold that is not a whole model: saves cut short by a crash
+    and abandoned builds (never a build still in progress). ``list_models`` leaves them out."""
+    return model_store.scan(MODEL_NAME)[1]
+
+
+def remove_partial_entries() -> list[model_store.Leftover]:
+    """Delete the ``partial_entries``; returns what was removed."""
+    return model_store.remove_leftovers(MODEL_NAME)
+
+
 def rollback() -> ModelRelease:
     """Make the previous champion the champion again (skipping any that was deleted or damaged
-    since). StageError when there is no previous champion to go back to."""
-    with _pointer_lock():
-        state = _read_pointer()
+    since); ``previous_champion`` on the result is the champion it replaced. StageError when there
+    is no previous champion to go back to."""
+    with champion_pointer.lock():
+        state = champion_pointer.read()
         history = list(state.get("history", []))
         skipped = []
         while history:
@@ -274,21 +303,26 @@ def rollback() -> ModelRelease:
             except (ConfigError, StageError) as error:
                 skipped.append(f"{previous['tag']} ({error})")
                 continue
-            _write_pointer({
+            champion_pointer.write({
                 "tag": release.tag,
                 "promoted_at": datetime.now(timezone.utc).isoformat(),
                 "history": history,
             })
             release.is_champion = True
-            release.promoted_at = _read_pointer().get("promoted_at")
+            release.promoted_at = champion_pointer.read().get("promoted_at")
+            release.previous_champion = state.get("tag")
             return release
     unusable = f"; unusable: {', '.join(skipped)}" if skipped else ""
     raise StageError(f"no previous champion to roll back to{unusable}")
 
 
-def pointer_path() -> Path:
-    """The champion pointer file (the service watches it to pick up a new champion)."""
-    return tuneops_home() / POINTER_FILE
+def remove_model(tag: str) -> None:
+    """Delete the packaged model ``tag`` from the store (one that failed infrastructure
+    validation: a model that cannot serve is not kept as a candidate). The champion never is."""
+    release = get_model(tag)
+    if release.tag == champion_tag():
+        raise StageError(f"model {release.tag} is the champion; promote another one before removing it")
+    model_store.remove(release.path)
 
 
 def normalise_tag(tag: str) -> str:
@@ -334,40 +368,6 @@ def _check_model_dir(directory: Path) -> dict[str, Any]:
     if not any((directory / name).is_file() for name in _PROCESSOR_FILES):
         raise StageError(f"package: {directory} has no processor files (tokenizer or image processor)")
     return manifest
-
-
-def _read_pointer() -> dict[str, Any]:
-    path = pointer_path()
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (ValueError, UnicodeDecodeError):
-        # Cannot happen through this module (the file is replaced atomically); a hand edit can.
-        raise StageError(f"champion pointer {path} is not valid JSON; fix or delete it") from None
-    return state if isinstance(state, dict) else {}
-
-
-def _write_pointer(state: dict[str, Any]) -> None:
-    path = atomic_write_json(pointer_path(), state)
-    # The rename itself is durable only once the directory entry is on disk.
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-@contextlib.contextmanager
-def _pointer_lock() -> Iterator[None]:
-    lock_path = tuneops_home() / (POINTER_FILE + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def bentoml_metadata(value: Any) -> Any:

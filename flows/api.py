@@ -44,7 +44,17 @@ def prepare_environment() -> None:
 
 def run_training(config: PipelineConfig, run_id: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Run the training flow once against the current Prefect server (a temporary one when
-    there is none) and return its summary; a TuneopsError when the run failed for a user reason."""
+    there is none) and return its summary; a TuneopsError when the run failed for a user reason.
+
+    ``resume`` continues the interrupted or failed run ``run_id``; a bad run id, a finished or
+    still running run, or a changed config is a ConfigError before any server starts."""
+    from tuneops.components.data.guards import check_column_roles
+    from tuneops.components.run_record import check_run_request
+    from tuneops.components.tasks.registry import get_task
+
+    check_run_request(run_id, config, resume)
+    # What the config alone says about column roles, before a server starts (load_data checks it too).
+    check_column_roles(config.data, get_task(config.task))
     prepare_environment()
     from tuneops.flows.prefect_server import prefect_api
     from tuneops.flows.training_flow import train_pipeline

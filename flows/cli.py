@@ -79,7 +79,8 @@ def _configure_logging() -> None:
 def run(
     config: Optional[Path] = ConfigOption,
     overrides: Optional[list[str]] = SetOption,
-    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID", help="Resume an interrupted run."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
+                                         help="Continue an interrupted or failed run, with the config it started with."),
 ) -> None:
     """Run the whole training pipeline as one Prefect flow and print where its record is."""
 

@@ -1,5 +1,6 @@
-"""CLI commands for packaged models and serving: ``tuneops models``, ``promote``, ``rollback``,
-``serve`` and ``bento``. flows/cli.py registers them on its app with ``register``.
+"""CLI commands for packaged models, runs and serving: ``tuneops models``, ``promote``,
+``rollback``, ``runs``, ``serve`` and ``bento``. flows/cli.py registers them on its app with
+``register``.
 
 ``tuneops serve`` checks what it can in this process (config, model, port) so that a mistake is
 one line, then replaces itself with ``bentoml serve`` (same pid: a supervisor or test that
@@ -19,16 +20,17 @@ import typer
 
 from tuneops.components.errors import ConfigError, StageError
 
-SERVICE_IMPORT = "tuneops.serving.service:TuneopsClassifier"
-
 
 def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], None]) -> None:
     """Add the model and serving commands to ``app``; ``guarded`` turns errors into one line."""
 
     @app.command("models")
-    def models_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    def models_command(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        clean: bool = typer.Option(False, "--clean", help="First delete partial entries (saves cut short by a crash)."),
+    ) -> None:
         """List packaged models, newest first, with their metrics; * marks the champion."""
-        guarded(lambda: list_models(as_json))
+        guarded(lambda: list_models(as_json, clean))
 
     @app.command("promote")
     def promote_command(tag: str = typer.Argument(..., help="Model tag (name:version or version).")) -> None:
@@ -39,6 +41,11 @@ def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], Non
     def rollback_command() -> None:
         """Make the previous champion the champion again."""
         guarded(rollback)
+
+    @app.command("runs")
+    def runs_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+        """List training runs, newest first, with their status (a killed run shows as interrupted)."""
+        guarded(lambda: list_runs(as_json))
 
     @app.command("serve")
     def serve_command(
@@ -60,11 +67,18 @@ def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], Non
         guarded(lambda: build(model))
 
 
-def list_models(as_json: bool = False) -> int:
-    """Print the model table (or JSON)."""
+def list_models(as_json: bool = False, clean: bool = False) -> int:
+    """Print the model table (or JSON). Partial entries are left out and named on stderr; with
+    ``clean`` they are deleted first."""
     _prepare()
     from tuneops.components import registry
 
+    if clean:
+        for leftover in registry.remove_partial_entries():
+            typer.echo(f"removed partial entry {leftover.path} ({leftover.reason})", err=True)
+    for leftover in registry.partial_entries():
+        typer.echo(f"warning: ignored partial entry {leftover.path} ({leftover.reason}); "
+                   "`tuneops models --clean` removes it", err=True)
     releases = registry.list_models()
     if as_json:
         typer.echo(json.dumps([release.to_json() for release in releases], indent=2))
@@ -99,8 +113,8 @@ def promote(tag: str) -> int:
     _prepare()
     from tuneops.components import registry
 
-    before = registry.champion_tag()
     release = registry.set_champion(tag)
+    before = release.previous_champion  # read under the pointer's lock, as the switch was made
     if before == release.tag:
         typer.echo(f"{release.tag} is already the champion")
     else:
@@ -112,9 +126,34 @@ def rollback() -> int:
     _prepare()
     from tuneops.components import registry
 
-    before = registry.champion_tag()
     release = registry.rollback()
-    typer.echo(f"champion: {release.tag} (rolled back from {before})")
+    typer.echo(f"champion: {release.tag} (rolled back from {release.previous_champion})")
+    return 0
+
+
+def list_runs(as_json: bool = False) -> int:
+    """Print the runs table (or JSON): id, status, start, model, error."""
+    from tuneops.components.run_record import list_runs as run_summaries
+
+    summaries = run_summaries()
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2))
+        return 0
+    if not summaries:
+        typer.echo("no runs yet; `tuneops run` starts one")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    for column in ("run", "status", "started (UTC)", "model", "error"):
+        table.add_column(column, no_wrap=column != "error")
+    for summary in summaries:
+        # Errors quote data and paths, which may hold brackets: plain text, not rich markup.
+        table.add_row(summary["run_id"], str(summary.get("status")), str(summary.get("started_at") or "-"),
+                      str(summary.get("model_tag") or "-"), Text(str(summary.get("error") or "")))
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
     return 0
 
 
@@ -130,29 +169,39 @@ def serve(port: int | None, model: str | None, host: str | None, config_path: Pa
     _prepare()
     from tuneops.components import registry
     from tuneops.components.paths import SOURCE_ROOT, tuneops_home
-    from tuneops.serving.settings import serving_environment
+    from tuneops.serving.settings import SERVICE_IMPORT, serving_environment
 
+    pinned = None
     if model:
-        release = registry.verify_model(model)
-        mode = "pinned"
+        # A model asked for by name must be the one served: refused here if it does not verify.
+        pinned = registry.verify_model(model).tag
+        what = f"{pinned} (pinned)"
     else:
-        current = registry.champion()
-        if current is None:
-            raise StageError("no champion model to serve: `tuneops promote TAG` first "
-                             "(`tuneops models` lists them), or `tuneops serve --model TAG`")
-        release = registry.verify_model(current.tag)
-        mode = "champion, follows promotions"
+        # Following the champion, the service always starts: with no champion, or one that does not
+        # verify, it is alive and not ready (or serves the previous champion) until one is promoted.
+        what = f"{_champion_state(registry)} (champion, follows promotions)"
     _check_port_free(settings.host, settings.port)
     environment = {**os.environ, "TUNEOPS_HOME": str(tuneops_home()),
-                   **serving_environment(settings, release.tag if model else None)}
+                   **serving_environment(settings, pinned)}
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--host", settings.host,
                "--port", str(settings.port), "--working-dir", str(SOURCE_ROOT)]
-    typer.echo(f"serving {release.tag} ({mode}) on http://{settings.host}:{settings.port}  "
+    typer.echo(f"serving {what} on http://{settings.host}:{settings.port}  "
                f"[POST /classify, GET /healthz /readyz /metrics]", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(command[0], command, environment)
     return 0  # not reached: exec replaced this process
+
+
+def _champion_state(registry) -> str:
+    """The champion's tag, or what the service will do without a usable one (said before it starts)."""
+    tag = registry.champion_tag()
+    if tag is None:
+        return "no model yet: not ready (/readyz 503) until `tuneops promote TAG` or a run promotes one"
+    try:
+        return registry.verify_model(tag).tag
+    except StageError as error:
+        return f"{tag}, which does not verify ({error}): the previous champion that does, if any"
 
 
 def build(model: str | None) -> int:

@@ -184,8 +184,16 @@ def _markdown(report: monitoring.MonitorReport) -> str:
         lines.append(f"- drift share: {report.drift_share:.2f} (drifted: {', '.join(report.drifted_columns) or 'none'})")
     if report.retrain_flow_run_id:
         lines.append(f"- retrain flow run: `{report.retrain_flow_run_id}`")
-    lines += [f"- {reason}" for reason in report.reasons + report.notes]
+    lines += [f"- {line}" for line in _report_lines(report.to_json())]
     return "\n".join(lines) + "\n"
+
+
+def _report_lines(result: dict[str, Any]) -> list[str]:
+    """The reasons and notes of a monitor report, with the feedback check's note (rows it left out,
+    or why it was not scored), for the artifact and the terminal alike."""
+    feedback = result.get("feedback") or {}
+    feedback_note = [f"feedback {feedback['path']}: {feedback['note']}"] if feedback.get("note") else []
+    return [*result["reasons"], *feedback_note, *result["notes"]]
 
 
 def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: bool) -> int:
@@ -201,7 +209,7 @@ def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: 
         result = monitor_pipeline(config_path=config_path, overrides=list(overrides), trigger_retrain=trigger_retrain)
     drift = "n/a" if result["drift_share"] is None else f"{result['drift_share']:.2f}"
     print(f"monitor {result['run_id']}: {result['status']}, {result['rows']} predictions, drift share {drift}")
-    for line in result["reasons"] + result["notes"]:
+    for line in _report_lines(result):
         print(f"  - {line}")
     if result["retrain_flow_run_id"]:
         print(f"retrain flow run: {result['retrain_flow_run_id']}")

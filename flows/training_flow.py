@@ -7,14 +7,17 @@ the retrain flow) and picks the task it names once; every stage gets that task o
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect import task as prefect_task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.states import Failed
 
 from tuneops.components import registry
@@ -23,11 +26,11 @@ from tuneops.components.data.loading import DatasetSplits, as_validated, load_da
 from tuneops.components.errors import TuneopsError, ValidationBlocked
 from tuneops.components.evaluation.evaluate import evaluate
 from tuneops.components.evaluation.floor import score_floor
-from tuneops.components.evaluation.gate import decide
+from tuneops.components.evaluation.gate import GateCheck, decide
 from tuneops.components.monitoring.reference import reference_sample
-from tuneops.components.paths import demo_dir, run_dir
+from tuneops.components.paths import demo_dir
 from tuneops.components.predictor import Predictor
-from tuneops.components.run_record import RunRecord, new_run_id, previous_summary
+from tuneops.components.run_record import RunRecord, interruption_message, is_interruption, new_run_id
 from tuneops.components.selection.select import select_model
 from tuneops.components.tasks.base import Task
 from tuneops.components.tasks.registry import get_task
@@ -35,6 +38,7 @@ from tuneops.components.training.finetune import finetune
 from tuneops.components.training.search import SEARCH_PAGE
 from tuneops.components.validation.validate import blocking_message, validate_data
 from tuneops.flows import progress
+from tuneops.serving.infra_validation import InfraValidation, validate_serving
 
 # Pipeline objects (frames, models) are not worth hashing for Prefect's cache, so every task opts
 # out. No task retries: the steps read local files and compute; a failure is not transient.
@@ -89,32 +93,82 @@ def package_task(model_dir: Path, metadata: dict[str, Any], reference: pd.DataFr
     return registry.package_model(model_dir, metadata, reference)
 
 
+@prefect_task(name="infra-validate", cache_policy=NO_CACHE)
+def infra_validate_task(tag: str, test: pd.DataFrame, predictor: Predictor, config: PipelineConfig,
+                        output_dir: Path) -> InfraValidation:
+    inputs = test[predictor.task.input_column].head(config.gate.infra_validation.requests).tolist()
+    return validate_serving(tag, inputs, predictor.predict_proba(inputs), predictor.labels, predictor.task,
+                            config.gate.infra_validation, config.serving, output_dir)
+
+
 @flow(name="tuneops-train", log_prints=True)
 def train_pipeline(config: PipelineConfig, run_id: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Load, validate, select, fine-tune, evaluate, gate and package; returns summary.json's content.
 
     A rejected challenger is a normal outcome (status ``rejected``). A blocked validation or a failed
-    stage marks the run ``failed`` in its record and fails the flow run.
+    stage marks the run ``failed`` in its record and fails the flow run; Ctrl-C or SIGTERM marks it
+    ``interrupted``. ``resume`` continues the interrupted or failed run ``run_id``
+    (``RunRecord.resume`` says which may be continued).
     """
     task = get_task(config.task)
-    run_id = run_id or new_run_id()
-    # On --resume the interrupted run's choice of checkpoint is kept, so that its training checkpoints fit.
-    resumed_choice = previous_summary(run_id).get("base_checkpoint") if resume else None
-    record = RunRecord.start(run_dir(run_id), run_id, config)
+    if resume:
+        record, previous = RunRecord.resume(run_id, config)
+        # The interrupted run's choice of checkpoint is kept, so that its training checkpoints fit.
+        resumed_choice = previous.get("base_checkpoint")
+    else:
+        record, resumed_choice = RunRecord.start(run_id or new_run_id(), config), None
+    run_id = record.run_id
     logger = get_run_logger()
     logger.info("run %s: record in %s", run_id, record.run_dir)
-    try:
-        _run_stages(config, task, record, resumed_choice, resume)
-    except TuneopsError as error:
-        # A problem the user can act on: the flow run ends Failed with the one-line message, and
-        # the caller gets the error back, without Prefect logging a traceback for it.
-        record.finish("failed", error=str(error))
-        logger.error("run %s failed: %s", run_id, error)
-        return Failed(message=str(error), data=error)
-    except BaseException as error:
-        record.finish("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
-        raise
+    with _sigterm_noted() as sigterm:
+        try:
+            _run_stages(config, task, record, resumed_choice, resume)
+        except TuneopsError as error:
+            # A problem the user can act on: the flow run ends Failed with the one-line message, and
+            # the caller gets the error back, without Prefect logging a traceback for it.
+            record.finish("failed", error=str(error))
+            logger.error("run %s failed: %s", run_id, error)
+            return Failed(message=str(error), data=error)
+        except BaseException as error:
+            if sigterm or is_interruption(error):  # stopped from outside: resumable as it is
+                record.interrupted("interrupted by SIGTERM" if sigterm else interruption_message(error))
+                if sigterm and not isinstance(error, TerminationSignal):
+                    # Prefect lost its TerminationSignal (see _sigterm_noted): raised again, the
+                    # process ends as SIGTERM asks (Prefect hands the signal on to the default).
+                    raise TerminationSignal(signal.SIGTERM) from error
+            else:
+                record.finish("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            raise
     return record.summary()
+
+
+@contextlib.contextmanager
+def _sigterm_noted() -> Iterator[list[int]]:
+    """Note a SIGTERM that arrives during the block, then hand it on to the handler before it
+    (Prefect's, which raises TerminationSignal in the flow). Prefect loses that exception when the
+    signal lands while it starts a task run (its crash handling fails with a ValueError of its
+    own), so the note is what tells a stopped run from a failed one. Only the main thread can
+    handle signals; elsewhere nothing is noted."""
+    seen: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def note(number: int, frame) -> None:
+        if previous is signal.SIG_IGN:
+            return
+        seen.append(number)
+        if callable(previous):
+            previous(number, frame)
+        raise TerminationSignal(number)
+
+    try:
+        signal.signal(signal.SIGTERM, note)
+    except ValueError:  # not the main thread
+        yield seen
+        return
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_choice: str | None,
@@ -203,6 +257,24 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
         metadata = record.release_metadata(challenger.metrics, splits.labels, decision.promote)
         release = package_task(trained.path, metadata, reference_task(splits.train, challenger_model, config))
         record.fields["model_tag"] = str(release.tag)
-        if decision.promote:
-            registry.set_champion(str(release.tag))
+
+    if decision.promote and config.gate.infra_validation.enabled:
+        with stage("infra_validate"):
+            serving = infra_validate_task(str(release.tag), splits.test, challenger_model, config,
+                                          directory / "infra_validation")
+            record.fields["infra_validation"] = serving.to_json()
+            record.add_report("Infrastructure validation (server log)", serving.server_log, "infra_validate")
+            decision.add_check(GateCheck("infra", serving.passed, serving.message))
+            record.fields["gate"] = decision.to_json()
+            decision.save(directory / "gate")
+            if not decision.promote:
+                # A model that cannot serve is not left in the store as a candidate to promote by
+                # hand; its files stay in the run directory for a look.
+                registry.remove_model(str(release.tag))
+                record.fields["model_tag"] = None
+    else:
+        record.skip("infra_validate", "the gate rejected the model" if not decision.promote
+                    else "gate.infra_validation.enabled is false")
+    if decision.promote:
+        registry.set_champion(str(release.tag))
     record.finish("promoted" if decision.promote else "rejected")

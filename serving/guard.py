@@ -1,11 +1,18 @@
 """An ASGI middleware in front of the service's API: request ids, bearer-token auth, a body size
-cap, file uploads turned into the JSON request (image models), and 400 answers rewritten so their
-``error`` says what is wrong.
+cap, readiness (``/readyz``, and a 503 for ``/classify`` while no model is served), file uploads
+turned into the JSON request (image models), and 400 answers rewritten so their ``error`` says
+what is wrong.
 
 Health, readiness and metrics stay open (probes and Prometheus scrapers carry no token); every
 other path needs ``Authorization: Bearer <token>`` when the variable named by
 ``serving.auth_token_env`` holds a token. The token is read when the server builds its app, in
 the serving process, never at import.
+
+A request the guard answers itself (401, 413, 415, 503) has its body read and thrown away first,
+up to a bound (``drain_limit``): a client that sends its whole body before it reads (Python's
+``urllib``, most simple clients) would otherwise get a broken pipe or a reset instead of the answer,
+because the server closes a connection whose request it did not read to the end. Reading keeps
+nothing; past the bound the answer is sent at once and the connection closes.
 
 The guard knows the served task only by name, for two things that depend on what an input is:
 the body cap (texts or base64 images) and whether a ``multipart/form-data`` upload is accepted.
@@ -25,15 +32,19 @@ from typing import Any, Awaitable, Callable
 
 from tuneops.components.config import IMAGE_TASK, TEXT_TASK, ServingConfig
 from tuneops.components.request_context import REQUEST_ID
-from tuneops.serving.metrics import service_metrics
+from tuneops.serving.metrics import real_path, service_metrics
 from tuneops.serving.multipart import UploadProblem, file_parts, is_multipart, upload_to_json
+from tuneops.serving.schemas import Readiness
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+READY_PATH = "/readyz"
+# /readyz's reason before the worker's service instance exists (any other reason is a model that did not load).
+STARTING = "the service is starting"
+OPEN_PATHS = frozenset({"/healthz", "/livez", READY_PATH, "/metrics"})
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REASONS = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
             413: "too_large", 415: "unsupported_media_type"}
@@ -45,6 +56,10 @@ _JSON_ONLY = b"application/json"
 
 # The default ceiling of a request body, whatever the per-input limits add up to.
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+# How much of a refused body is read and thrown away before the answer: a few times the cap
+# covers a client that is a little over (the common case: one text too many), at most 64 MiB
+# beyond it, so an image service's 64 MiB cap does not mean reading a quarter gigabyte.
+DRAIN_FACTOR, DRAIN_CEILING_BYTES = 4, 64 * 2**20
 
 
 def max_body_bytes(config: ServingConfig, task: str = TEXT_TASK) -> int:
@@ -67,20 +82,36 @@ def max_body_bytes(config: ServingConfig, task: str = TEXT_TASK) -> int:
     return min(needed, DEFAULT_MAX_REQUEST_BYTES)
 
 
+def drain_limit(max_body: int) -> int:
+    """The most of a refused request body that is read (and discarded) before answering."""
+    return min(DRAIN_FACTOR * max_body, max_body + DRAIN_CEILING_BYTES)
+
+
 class RequestGuard:
-    """Pure ASGI middleware (no extra task per request, streaming untouched)."""
+    """Pure ASGI middleware (no extra task per request, streaming untouched).
+
+    ``readiness`` says whether the process serves a model (None: not known yet); without it, as
+    in a test of the guard alone, readiness is left to the app behind.
+    """
 
     def __init__(self, app: Callable, config: ServingConfig, task: str = TEXT_TASK,
-                 api_paths: tuple[str, ...] = ("/classify",)) -> None:
+                 api_paths: tuple[str, ...] = ("/classify",),
+                 readiness: Callable[[], Readiness | None] | None = None) -> None:
         self.app = app
         self.token = os.environ.get(config.auth_token_env, "").strip() or None
         self.task = task
         self.images = task == IMAGE_TASK
         self.max_body = max_body_bytes(config, task)
+        self.drain_limit = drain_limit(self.max_body)
         self.max_files, self.max_file_bytes = config.max_items, config.max_image_bytes
         self.api_paths = frozenset(api_paths)
+        self.readiness = readiness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope = real_path(scope)  # the metrics saw a bounded label; routing needs the real path
+        if scope["type"] == "http" and scope["path"] == READY_PATH and self.readiness is not None:
+            await _ready_answer(send, self.readiness())
+            return
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -90,6 +121,7 @@ class RequestGuard:
         send = _counting(_with_header(send, b"x-request-id", request_id.encode()))
         try:
             if self.token is not None and not self._authorized(headers.get(b"authorization")):
+                await self._drain(headers, receive)
                 await _json(send, 401, {"error": "missing or wrong bearer token (Authorization: Bearer ...)"},
                             extra_headers=[(b"www-authenticate", b'Bearer realm="tuneops"')])
                 return
@@ -97,6 +129,7 @@ class RequestGuard:
                 content_type = headers.get(b"content-type")
                 upload = is_multipart(content_type)
                 if upload and not self.images:
+                    await self._drain(headers, receive)
                     await _json(send, 415, {"error": f"multipart uploads are for image models; this service answers "
                                                      f"{self.task} requests: send JSON"})
                     return
@@ -104,6 +137,11 @@ class RequestGuard:
                 if body is None:
                     fewer = "send fewer or smaller images" if self.images else "send fewer or shorter texts"
                     await _json(send, 413, {"error": f"request body over {self.max_body} bytes; {fewer}"})
+                    return
+                state = self.readiness() if self.readiness is not None else None
+                if self.readiness is not None and (state is None or not state.ready):
+                    service_metrics().rejected.labels(reason="not_ready").inc()
+                    await _json(send, 503, {"error": f"not ready: {_why_not_ready(state)}"})
                     return
                 if upload:
                     try:
@@ -129,9 +167,11 @@ class RequestGuard:
         return hmac.compare_digest(credentials.strip().encode(), self.token.encode())
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it is known to be over the cap."""
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+        """The whole body, or None as soon as it is known to be over the cap (then the rest of
+        it is drained, up to the drain limit)."""
+        declared = _declared_length(headers)
+        if declared is not None and declared > self.max_body:
+            await self._drain(headers, receive)
             return None
         chunks, size = [], 0
         while True:
@@ -141,11 +181,57 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
+                if message.get("more_body", False):
+                    await self._drain(headers, receive, size)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    async def _drain(self, headers: dict[bytes, bytes], receive: Receive, received: int = 0) -> None:
+        """Read and discard what is left of the request body, up to ``drain_limit`` bytes in all.
+
+        Nothing to read when the request has no body, or when the client sent
+        ``Expect: 100-continue``: it waits for the answer before sending the body. A body declared
+        over the limit is not read at all.
+        """
+        declared = _declared_length(headers)
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if (not declared and not chunked) or headers.get(b"expect", b"").lower() == b"100-continue":
+            return
+        if declared is not None and declared > self.drain_limit:
+            return
+        while received <= self.drain_limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+def _declared_length(headers: dict[bytes, bytes]) -> int | None:
+    declared = headers.get(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+def _why_not_ready(state: Readiness | None) -> str:
+    if state is None:
+        return STARTING
+    return state.reason or "no model is loaded"
+
+
+async def _ready_answer(send: Send, state: Readiness | None) -> None:
+    """``/readyz``: 200 with the served model (and why it is not the champion, if it is not),
+    or 503 with why nothing is served."""
+    if state is None or not state.ready:
+        await _json(send, 503, {"ready": False, "error": _why_not_ready(state)})
+        return
+    payload: dict[str, Any] = {"ready": True, "model_tag": state.model_tag}
+    if state.reason:
+        payload["warning"] = state.reason
+    await _json(send, 200, payload)
 
 
 def _request_id(header: bytes | None) -> str:

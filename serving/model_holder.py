@@ -9,7 +9,15 @@ assignment: a batch already running finishes on the model it started with, the n
 the new one, and no request waits or fails. If the new model does not verify or load, the
 service keeps the current one, logs why, and does not retry that tag until the pointer changes.
 
-A pinned model (``tuneops serve --model TAG``, or a bento built for one tag) is never switched.
+Starting never fails on a model: a service that crashed at start-up would be restarted into the
+same crash, and nothing would say why. When the champion does not verify or load (weights damaged
+after promotion), the holder serves the most recent previous champion that does, walking the
+pointer's history as ``tuneops rollback`` would but without moving the pointer. When nothing
+loads (no champion yet, every candidate damaged), the holder is not ready, ``readiness`` says
+why, and the watcher tries again whenever the pointer changes and every ``RETRY_UNREADY_S``.
+
+A pinned model (``tuneops serve --model TAG``, or a bento built for one tag) is never switched;
+if it does not load, it is retried every ``RETRY_UNREADY_S``.
 """
 
 from __future__ import annotations
@@ -17,16 +25,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 from tuneops.components import registry
-from tuneops.components.errors import StageError, TuneopsError
+from tuneops.components.errors import StageError, TuneopsError, one_line
 from tuneops.components.predictor import Predictor
 from tuneops.components.tasks.base import Task
 from tuneops.components.tasks.registry import get_task
+from tuneops.serving.schemas import Readiness
 
 logger = logging.getLogger("tuneops.serving")
+
+# A holder with nothing to serve tries again this often even when the pointer has not changed:
+# the model store may be filled or repaired under the same tag (a volume mounted late, a model
+# copied back). A try verifies checksums, one read of the weights; twice a minute costs little.
+RETRY_UNREADY_S = 30.0
+# A reason is shown in /readyz and in 503 answers; an error quoting a path or a list stays readable.
+_MAX_REASON_CHARS = 500
+NO_CHAMPION = ("no champion model to serve: promote one with `tuneops promote TAG` "
+               "or serve one with `tuneops serve --model TAG`")
 
 
 @dataclass(frozen=True)
@@ -93,39 +112,69 @@ class ModelHolder:
         self._on_swap = on_swap
         self._on_swap_failure = on_swap_failure
         self._current: LoadedModel | None = None
+        # Why the champion is not what is served (or why nothing is); None when it is.
+        self._problem: str | None = None
         self._pointer_signature: tuple | None = None
         self._rejected_tag: str | None = None
+        self._next_retry = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def current(self) -> LoadedModel:
         """The model to use for the next batch (read once per batch: it may change between)."""
-        if self._current is None:
-            raise StageError("no model is loaded yet")
-        return self._current
+        current = self._current
+        if current is None:
+            raise StageError(f"no model is loaded: {self._problem or 'not started'}")
+        return current
 
     @property
     def ready(self) -> bool:
         return self._current is not None
 
+    def readiness(self) -> Readiness:
+        """Whether a model is served, which, and the reason when it is none or not the champion."""
+        current, problem = self._current, self._problem
+        return Readiness(current is not None, current.tag if current else None, problem or "")
+
+    def start(self) -> Readiness:
+        """Load what there is to serve and start following the pointer; never raises. Without a
+        loadable model the holder is not ready, ``readiness`` says why, and it keeps trying."""
+        try:
+            self.load_initial()
+        except Exception as error:  # the service must come up and say why it cannot serve
+            self._not_ready(error)
+        self.start_watching()
+        return self.readiness()
+
     def load_initial(self) -> LoadedModel:
-        """Load the pinned model or the champion; StageError/ConfigError in one line if neither works."""
+        """Load the pinned model or the champion, or, if the champion does not verify or load,
+        the most recent previous champion that does (the pointer is not moved). StageError or
+        ConfigError in one line when nothing loads."""
         if self.pinned_tag:
-            self._current = self._checked(load_model(self.pinned_tag))
-            return self._current
+            return self._serve(self._checked(load_model(self.pinned_tag)), None)
         self._pointer_signature = _signature(registry.pointer_path())
         tag = registry.champion_tag()
         if tag is None:
-            raise StageError("no champion model to serve: promote one with `tuneops promote TAG` "
-                             "or serve one with `tuneops serve --model TAG`")
-        self._current = self._checked(load_model(tag))
-        logger.info("serving champion %s", self._current.tag)
-        return self._current
+            raise StageError(NO_CHAMPION)
+        try:
+            loaded = self._checked(load_model(tag))
+        except Exception as error:  # whatever the failure, an earlier champion may still serve
+            problem = f"champion {tag} not loaded: {one_line(error, _MAX_REASON_CHARS)}"
+            fallback = self._previous_champion(tag)
+            if fallback is None:
+                raise StageError(f"{problem}; no previous champion loads either") from None
+            self._rejected_tag = tag
+            logger.error("%s; serving the previous champion %s", problem, fallback.tag)
+            return self._serve(fallback, f"{problem}; serving the previous champion {fallback.tag}")
+        self._rejected_tag = None
+        logger.info("serving champion %s", loaded.tag)
+        return self._serve(loaded, None)
 
     def start_watching(self) -> None:
-        """Start the background thread that follows the champion (no-op for a pinned model)."""
-        if self.pinned_tag or self._thread is not None:
+        """Start the background thread that follows the champion, or retries a pinned model that
+        did not load (nothing to do for a loaded pinned model)."""
+        if self._thread is not None or (self.pinned_tag and self.ready):
             return
         self._thread = threading.Thread(target=self._watch, name="tuneops-champion-watch", daemon=True)
         self._thread.start()
@@ -136,7 +185,10 @@ class ModelHolder:
             self._thread.join(timeout=5)
 
     def check_now(self) -> bool:
-        """One check of the pointer; loads and swaps in a new champion. True if it swapped."""
+        """One check of the pointer; loads and swaps in a new champion, or, with nothing served
+        yet, tries to load one. True if the served model changed."""
+        if self._current is None:
+            return self._retry()
         if self.pinned_tag:
             return False
         signature = _signature(registry.pointer_path())
@@ -148,6 +200,10 @@ class ModelHolder:
         except TuneopsError as error:
             logger.error("champion pointer unreadable, keeping %s: %s", self.current.tag, error)
             return False
+        if tag == self.current.tag and self._problem:
+            # Back on the model already served (a rollback to it): it is the champion again.
+            logger.info("%s is the champion again", tag)
+            self._problem = self._rejected_tag = None
         if tag is None or tag == self.current.tag or tag == self._rejected_tag:
             return False
         previous = self.current.tag
@@ -155,16 +211,56 @@ class ModelHolder:
             loaded = self._checked(load_model(tag))
         except Exception as error:  # any failure to load must leave the service serving
             self._rejected_tag = tag
+            self._problem = f"champion {tag} not loaded: {one_line(error, _MAX_REASON_CHARS)}; still serving {previous}"
             logger.error("new champion %s not loaded, still serving %s: %s", tag, previous, error)
             if self._on_swap_failure:
                 self._on_swap_failure(tag, str(error))
             return False
         self._rejected_tag = None
-        self._current = loaded
+        self._serve(loaded, None)
         logger.info("switched from %s to new champion %s", previous, loaded.tag)
         if self._on_swap:
             self._on_swap(previous, loaded.tag)
         return True
+
+    def _retry(self) -> bool:
+        """With nothing served: load again when the pointer changed or the retry time came."""
+        signature = None if self.pinned_tag else _signature(registry.pointer_path())
+        if signature == self._pointer_signature and time.monotonic() < self._next_retry:
+            return False
+        try:
+            loaded = self.load_initial()
+        except Exception as error:  # still nothing to serve; the next change or retry may fix it
+            self._not_ready(error)
+            return False
+        logger.info("ready: serving %s", loaded.tag)
+        return True
+
+    def _not_ready(self, error: BaseException) -> None:
+        problem = one_line(error, _MAX_REASON_CHARS)
+        if problem != self._problem:  # once per distinct reason, not once per retry
+            logger.error("not ready: %s", problem)
+        self._problem = problem
+        self._next_retry = time.monotonic() + RETRY_UNREADY_S
+
+    def _serve(self, loaded: LoadedModel, problem: str | None) -> LoadedModel:
+        # The reason first: a reader that sees the new model must not see the old reason with it.
+        self._problem = problem
+        self._current = loaded
+        return loaded
+
+    def _previous_champion(self, failed: str) -> LoadedModel | None:
+        """The most recent previous champion that verifies and loads, or None."""
+        tried = {failed}
+        for tag in registry.previous_champions():
+            if tag in tried:
+                continue
+            tried.add(tag)
+            try:
+                return self._checked(load_model(tag))
+            except Exception as error:  # damaged or deleted too: go further back
+                logger.warning("previous champion %s not loaded either: %s", tag, one_line(error, _MAX_REASON_CHARS))
+        return None
 
     def _checked(self, loaded: LoadedModel) -> LoadedModel:
         """``loaded``, if it is a model of the task this service answers; StageError otherwise."""

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from tuneops.components.errors import one_line
+
 #: the JSON name of the image request's list (components/tasks/image/schema.py publishes ``inputs`` under it)
 IMAGE_FIELD = "images"
 FORM_DATA = b"multipart/form-data"
@@ -84,7 +86,7 @@ def file_parts(body: bytes, content_type: bytes, max_files: int, max_file_bytes:
     except UploadProblem:
         raise
     except FormParserError as error:  # malformed framing, headers over python-multipart's limits, long boundary
-        raise UploadProblem(f"malformed multipart body: {_one_line(error)}") from None
+        raise UploadProblem(f"malformed multipart body: {one_line(error)}") from None
     if not reader.ended:
         raise UploadProblem("multipart body ends before its closing boundary (truncated upload?)")
     return reader.files
@@ -170,7 +172,3 @@ class _PartReader:
 
     def _end(self) -> None:
         self.ended = True
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

@@ -8,8 +8,14 @@ Endpoints:
   -> ``[{"label", "score", "probabilities", "model_tag", "request_id"}, ...]``, one entry per
   input, in order. Inputs of concurrent requests are grouped by BentoML's adaptive batcher into
   one forward pass of up to ``max_batch_size``.
-- ``GET /healthz`` (alive), ``GET /readyz`` (a model is loaded), ``GET /metrics`` (Prometheus:
-  BentoML's request and batch-size metrics plus ``tuneops_predictions_total{label,model_tag}``).
+- ``GET /healthz`` (alive), ``GET /readyz`` (200 with the served model's tag; 503 with the reason
+  while no model is served, and ``/classify`` is then a 503 with it too), ``GET /metrics``
+  (Prometheus: BentoML's request and batch-size metrics, their path label bounded to the routes,
+  plus ``tuneops_predictions_total{label,model_tag}``).
+
+The service always starts, model or not (serving/model_holder.py): a process that failed at
+start-up for a damaged champion would be restarted into the same failure. It serves the champion,
+else the most recent previous champion that verifies, else nothing until one appears.
 
 The ``serving`` config is read when this module is imported, because BentoML takes the batching
 settings and the request schema as decorator arguments; the schema is the task's
@@ -25,13 +31,14 @@ import logging
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import BentoMLException
 
 from tuneops.components.monitoring.prediction_log import INPUT, PredictionLog
 from tuneops.components.paths import kept_inputs_dir, prediction_log_dir
 from tuneops.serving.guard import RequestGuard
-from tuneops.serving.metrics import service_metrics
+from tuneops.serving.metrics import BoundedPathLabels, service_metrics
 from tuneops.serving.model_holder import ModelHolder, served_task
-from tuneops.serving.schemas import ClassPrediction
+from tuneops.serving.schemas import ClassPrediction, Readiness
 from tuneops.serving.settings import pinned_model, serving_config_from_env
 
 logger = logging.getLogger("tuneops.serving")
@@ -48,10 +55,20 @@ TASK = served_task(PINNED_TAG)
 ClassifyRequest = TASK.request_model(CONFIG)
 
 
+class _BoundedLabelService(bentoml.Service):
+    """BentoML's service whose served app is wrapped in BoundedPathLabels (serving/metrics.py):
+    BentoML's middleware, its metrics among them, sits inside the app it builds, so only a layer
+    around the whole app can bound what they see. ``service_class`` is BentoML's hook for this."""
+
+    def to_asgi(self, is_main: bool = True) -> Any:
+        return BoundedPathLabels(super().to_asgi(is_main))
+
+
 @bentoml.service(
     name="tuneops_classifier",
     workers=CONFIG.workers,
     traffic={"timeout": CONFIG.request_timeout_s},
+    service_class=_BoundedLabelService,
 )
 class TuneopsClassifier:
     """Classification with the champion model (or a pinned one)."""
@@ -72,8 +89,8 @@ class TuneopsClassifier:
             on_swap=lambda previous, new: self.metrics.swaps.inc(),
             on_swap_failure=lambda tag, reason: self.metrics.swap_failures.inc(),
         )
-        self.holder.load_initial()
-        self.holder.start_watching()
+        # Never raises: without a model the service is up and not ready, and says why.
+        self.holder.start()
 
     @bentoml.api(
         batchable=CONFIG.adaptive_batching,
@@ -134,7 +151,12 @@ class TuneopsClassifier:
             self.metrics.predictions.labels(label=label, model_tag=model_tag).inc(count)
 
     def __is_ready__(self) -> bool:
+        # BentoML's own /readyz asks this where the guard does not answer (its clients, a bare app).
         return self.holder.ready
+
+    def readiness(self) -> Readiness:
+        """Whether a model is served, which one, and why not (for the guard's /readyz)."""
+        return self.holder.readiness()
 
     @bentoml.on_shutdown
     def close(self) -> None:
@@ -166,4 +188,13 @@ class _ClientErrorFilter(logging.Filter):
         return not isinstance(error, ValidationError)
 
 
-TuneopsClassifier.add_asgi_middleware(RequestGuard, config=CONFIG, task=TASK.name)
+def _readiness() -> Readiness | None:
+    """The readiness of this process's service instance (one per worker), None before it exists."""
+    try:
+        instance = bentoml.get_current_service()
+    except BentoMLException:
+        return None
+    return instance.readiness() if instance is not None else None
+
+
+TuneopsClassifier.add_asgi_middleware(RequestGuard, config=CONFIG, task=TASK.name, readiness=_readiness)

@@ -20,6 +20,8 @@ from tuneops.components.errors import ConfigError
 SERVING_CONFIG_ENV = "TUNEOPS_SERVING_CONFIG"
 MODEL_TAG_ENV = "TUNEOPS_SERVE_MODEL"
 BENTO_MODEL_ARGUMENT = "model_tag"
+# What ``bentoml serve`` is given to serve (``tuneops serve``, infrastructure validation).
+SERVICE_IMPORT = "tuneops.serving.service:TuneopsClassifier"
 
 
 def serving_config_from_env() -> ServingConfig:

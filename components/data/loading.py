@@ -1,8 +1,10 @@
 """Loading the user's data (or the demo) into train / validation / test splits.
 
-Loading only checks what it must to build the splits: the file is readable and the columns the
-config names exist. Everything about the *content* (nulls, label set, duplicates, leakage, ...)
-is the job of ``tuneops.components.validation.validate``, which sees the raw values kept here.
+Loading only checks what it must to build the splits: the source is safe to read (``guards``:
+regular files within ``data.max_bytes``), it is readable, the columns the config names exist and
+play one role each, and each label is one value. Everything about the *content* (nulls, label
+set, duplicates, leakage, ...) is the job of ``tuneops.components.validation.validate``, which
+sees the raw values kept here.
 
 A task whose inputs are files (``Task.input_suffixes``: images) may also name a folder with one
 sub-folder per class, or a table of paths relative to it (``image_folder``). Loading asks the task
@@ -16,8 +18,6 @@ import codecs
 import hashlib
 import json
 import logging
-import os
-import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tuneops.components.config import DataConfig
+from tuneops.components.config import DEFAULT_MAX_DATA_BYTES, DataConfig
 from tuneops.components.data.columns import LABEL, SPLITS
+from tuneops.components.data.guards import (
+    check_column_roles, check_input_files_size, check_regular_file, check_scalar_labels, check_source_size,
+)
 from tuneops.components.data.image_folder import absolute_paths, file_content_hashes, read_class_folders
 from tuneops.components.data.split_size import ValidationShare, validation_share
 from tuneops.components.errors import ConfigError, DataError
@@ -82,7 +85,8 @@ def load_data(config: DataConfig, demo_directory: Path, task: "Task") -> Dataset
     The user's input column (``task.source_column(config)``) becomes ``task.input_column``; for a
     task whose inputs are files it holds absolute paths (from a class-folder layout or a table).
     What a folder layout left out (hidden and other files) is one line in ``extra["ignored"]``.
-    Raises ConfigError when a named column is missing, DataError when a file cannot be read.
+    Raises ConfigError when a named column is missing or two settings name one column, DataError
+    when a file cannot be read, is not a regular file or is larger than ``config.max_bytes``.
     """
     if config.path is None:
         path = task.write_demo(demo_directory, rows=config.demo_rows)
@@ -126,17 +130,22 @@ def read_inputs(path: Path, config: DataConfig, task: "Task", ignored: list[str]
     For a task whose inputs are files, a directory that is not a saved Hugging Face dataset is a
     class-folder layout, and the paths in a table are made absolute against the table's folder.
     """
+    check_column_roles(config, task)
     suffixes = tuple(task.input_suffixes)
     if suffixes and config.format == "auto" and path.is_dir() and not _is_hf_dataset(path):
         listing = read_class_folders(path, suffixes, task.source_column(config), config.label_column)
         if listing.ignored:
             _log.warning(listing.ignored)
             ignored.append(listing.ignored)
-        return _canonical_columns(listing.frame, config, path, task)
-    frame = _canonical_columns(read_table(path, config.format), config, path, task)
+        frame = _canonical_columns(listing.frame, config, path, task)
+    else:
+        frame = _canonical_columns(read_table(path, config.format, config.max_bytes), config, path, task)
+        if suffixes:
+            base = path if path.is_dir() else path.parent
+            frame[task.input_column] = absolute_paths(frame[task.input_column], base)
     if suffixes:
-        base = path if path.is_dir() else path.parent
-        frame[task.input_column] = absolute_paths(frame[task.input_column], base)
+        # Before any input file is read (hashed for the fingerprint, decoded by validation).
+        check_input_files_size(frame[task.input_column], config.max_bytes, path)
     return frame
 
 
@@ -150,18 +159,19 @@ def _with_file_contents(frames: dict[str, pd.DataFrame], task: "Task") -> dict[s
     return {name: frame.assign(**{column: file_content_hashes(frame[column], cache)}) for name, frame in frames.items()}
 
 
-def read_table(path: Path, file_format: str = "auto") -> pd.DataFrame:
+def read_table(path: Path, file_format: str = "auto", max_bytes: int = DEFAULT_MAX_DATA_BYTES) -> pd.DataFrame:
     """Read one data file (CSV, TSV, JSONL, Parquet) or a saved Hugging Face dataset directory.
 
     Raises DataError with one line (and, where it can tell, the line of the file and a hint)
-    for anything unreadable: empty, not UTF-8, NUL bytes, ragged rows, bad JSON, bad Parquet.
+    for anything unreadable: not a regular file, over ``max_bytes``, empty, not UTF-8, NUL
+    bytes, ragged rows, bad JSON, bad Parquet. Size and file type are checked before any read.
     """
     if not path.exists():
         raise DataError(f"data: {path} does not exist")
-    if not path.is_dir() and not stat.S_ISREG(os.stat(path).st_mode):
-        # A FIFO would block the read forever, a device never end.
-        raise DataError(f"data: {path} is not a regular file")
+    if not path.is_dir():
+        check_regular_file(path)  # before its suffix is looked at: /dev/urandom has none
     kind = _detect_format(path, file_format)
+    check_source_size(path, max_bytes)
     if kind != "hf" and path.is_file() and path.stat().st_size == 0:
         raise DataError(f"data: {path} is empty")
     if kind in ("csv", "tsv"):
@@ -332,7 +342,6 @@ def _read_hf_dataset(path: Path) -> pd.DataFrame:
 def _canonical_columns(frame: pd.DataFrame, config: DataConfig, path: Path, task: "Task") -> pd.DataFrame:
     columns = list(frame.columns)
     source = task.source_column(config)
-    # A task's input column is configured as ``data.<input noun>_column`` (data.text_column).
     source_key = f"data.{task.input_noun}_column"
     wanted = {source_key: source, "data.label_column": config.label_column}
     wanted.update({f"data.group_columns[{i}]": name for i, name in enumerate(config.groups)})
@@ -341,8 +350,7 @@ def _canonical_columns(frame: pd.DataFrame, config: DataConfig, path: Path, task
             shown = ", ".join(columns[:20]) + (" ..." if len(columns) > 20 else "")
             hint = " (is the delimiter right?)" if len(columns) == 1 else ""
             raise ConfigError(f"config: {key} '{name}' not found in {path.name}; columns are: {shown}{hint}")
-    if source == config.label_column:
-        raise ConfigError(f"config: {source_key} and data.label_column name the same column")
+    check_scalar_labels(frame[config.label_column], config.label_column, path)
     kept = frame[[source, config.label_column, *config.groups]].copy()
     kept.columns = [task.input_column, LABEL, *config.groups]
     return kept

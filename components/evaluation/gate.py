@@ -11,7 +11,9 @@ Checks, each a one-line reason naming the metric, slice or group and the numbers
     ``gate.max_slice_drop`` against the champion on the same metric;
   - fairness: every judged gap in ``gate.fairness_metrics`` stays within ``gate.max_fairness_gap``
     (absolute, so it applies to the first model too);
-  - behavioural: every case's pass rate meets its ``min_pass_rate`` or ``gate.min_behavioural_pass_rate``.
+  - behavioural: every case's pass rate meets its ``min_pass_rate`` or ``gate.min_behavioural_pass_rate``;
+  - infra (added after packaging, ``add_check``): the packaged model, served by a real
+    ``bentoml serve``, answers test inputs as in process and in time (serving/infra_validation.py).
 
 Both evaluation reports must come from the same test data: the champion is re-scored, never
 trusted from old numbers. A rejection is a normal outcome, not an error.
@@ -36,7 +38,7 @@ from tuneops.components.pages import write_page
 class GateCheck:
     """One check of the gate and its one-line reason."""
 
-    name: str  # metric | baseline | slice | fairness | behavioural
+    name: str  # metric | baseline | slice | fairness | behavioural | infra
     passed: bool
     message: str
     subject: str | None = None  # the slice, group column or behavioural case concerned
@@ -74,6 +76,12 @@ class PromotionDecision:
             "reasons": list(self.reasons),
             "checks": [asdict(check) for check in self.checks],
         }
+
+    def add_check(self, check: GateCheck) -> None:
+        """Add a check made after the metrics were judged (infrastructure validation of the
+        packaged model): a failed one turns the decision into a rejection."""
+        self.checks.append(check)
+        self.promote, self.reasons = _verdict(self.checks)
 
     def to_markdown(self) -> str:
         """The decision as Markdown (for a Prefect artifact)."""
@@ -120,12 +128,16 @@ def decide(
         checks.append(check)
     checks.extend(_fairness_checks(challenger, config))
     checks.extend(_behavioural_checks(challenger, config.min_behavioural_pass_rate))
-    failed = [check for check in checks if not check.passed]
-    promote = not failed
-    reasons = [check.message for check in (checks if promote else failed)]
+    promote, reasons = _verdict(checks)
     return PromotionDecision(promote=promote, reasons=reasons, checks=checks, metric=metric,
                              challenger_value=value, champion_value=champion_value, baseline_value=baseline_value,
                              floor=_floor_summary(challenger, baseline_metrics, metric))
+
+
+def _verdict(checks: list[GateCheck]) -> tuple[bool, list[str]]:
+    """Promote only when every check passed; the reasons are every check then, else the failed ones."""
+    failed = [check for check in checks if not check.passed]
+    return not failed, [check.message for check in (failed or checks)]
 
 
 def _metric(metrics: dict, name: str, whose: str) -> float:

@@ -56,7 +56,7 @@ def read_feedback(path: str | Path, data: DataConfig, task: Task) -> pd.DataFram
     from tuneops.components.data.loading import read_table
 
     path = Path(path)
-    frame = read_table(path)
+    frame = read_table(path, max_bytes=data.max_bytes)
     inputs = task.input_column
     names = {}
     for canonical, configured in ((inputs, task.source_column(data)), (LABEL, data.label_column)):
@@ -143,7 +143,7 @@ def merge_feedback(data: DataConfig, feedback_path: str | Path, output_dir: Path
     if task.input_suffixes:
         return _merge_files(data.model_copy(update={"format": base_format}), base_path,
                             read_feedback(feedback_path, data, task), output_dir, task)
-    base = read_table(base_path, base_format)
+    base = read_table(base_path, base_format, data.max_bytes)
     source = task.source_column(data)
     for needed in (source, data.label_column):
         if needed not in base.columns:

@@ -4,7 +4,7 @@ result in the Evidently workspace, and say whether to retrain.
 One monitor run (``check_traffic``):
 
 1. reads the prediction log over its window (``monitoring.window``): from where the previous
-   run stopped to now;
+   run stopped to now; damaged records are skipped, counted and named in a note;
 2. with at least ``monitoring.min_rows`` predictions, compares them with the champion's
    reference sample (``monitoring.reference``, saved with the model at packaging time) through
    ``tuneops.components.evaluation.drift.compute_drift``: the task's input descriptors, embedding
@@ -12,7 +12,8 @@ One monitor run (``check_traffic``):
    images, ``Task.logs_inputs`` false, the records' descriptors and the predictions only);
 3. runs a small traffic report (``monitoring.traffic``: request volume, prediction distribution,
    mean confidence, prediction drift) and stores both snapshots in the workspace project
-   ``tuneops`` (``monitoring.workspace``), whose dashboard panels plot them over time;
+   ``tuneops`` (``monitoring.workspace``), whose dashboard panels plot them over time; a run over
+   the same window start as the previous one (which did not consume it) replaces its snapshots;
 4. scores the champion on labelled feedback (``monitoring.feedback_path``) when there is any;
 5. decides: retrain when the drift share reaches ``monitoring.drift_threshold`` or the feedback
    metric (``gate.metric``) is below ``monitoring.min_metric``.
@@ -102,6 +103,8 @@ class MonitorReport:
     consumed_window: bool = False
     retrain_flow_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Prediction log lines skipped as damaged or torn (``PredictionLog.scan``); a note says which.
+    skipped_records: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -136,8 +139,12 @@ def check_traffic(config: PipelineConfig, output_dir: Path, window: MonitorWindo
         return report
     report.champion_tag = champion.tag
 
-    log = PredictionLog(log_directory or prediction_log_dir()).read(since=window.start, until=window.end)
+    scan = PredictionLog(log_directory or prediction_log_dir()).scan(since=window.start, until=window.end)
+    log = scan.frame
     report.rows = len(log)
+    report.skipped_records = scan.skipped
+    if scan.note():
+        report.notes.append(scan.note())
     predictor = None
     drift_share = None
     if len(log) < settings.min_rows:
@@ -203,5 +210,7 @@ def _compare(report: MonitorReport, traffic: pd.DataFrame, reference: pd.DataFra
         report.drift_details = plain_json(result.details)
         report.html_path = str(result.html_path) if result.html_path else None
         snapshots.append(result.snapshot)
-    report.project_id, report.snapshot_ids = store_snapshots(snapshots, workspace)
+    # The window start names the run's window: a rerun over it replaces what this run stored.
+    report.project_id, report.snapshot_ids = store_snapshots(snapshots, workspace,
+                                                             window_start=report.window_start or "start of the log")
     return drift_share

@@ -12,6 +12,12 @@ writer process and UTC day (``predictions-YYYYMMDD-<host>-<pid>-<token>.jsonl``)
   crashed predecessor may have left with a torn tail (pids repeat, in containers always);
 - the day in the name lets ``read(since=...)`` skip whole files written before that day.
 
+Reading checks every record field by field (``check_record``): a line that is not JSON, or a
+record with a field of the wrong kind (a timestamp that is not ISO 8601, a score that is not a
+probability), is skipped and counted, never raised (``LogScan``). A write that fails (a full disk,
+a file size limit) raises ``OSError``; the bytes it managed to write are cut off again and the next
+``append`` starts a new segment, so a failed write never leaves half a line before a whole one.
+
 The data is fsync'ed at most once per ``fsync_interval_s``: a killed process loses nothing that
 ``write`` returned for (the page cache survives it), a power cut loses at most that interval.
 """
@@ -20,12 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -39,6 +47,13 @@ from tuneops.components.errors import DataError
 INPUT = "text"
 COLUMNS = ["timestamp", "request_id", "model_tag", INPUT, "label", "score", "probabilities"]
 _REQUIRED = ("request_id", "model_tag", INPUT, "label", "score", "probabilities")
+_TEXT_FIELDS = ("request_id", "model_tag", INPUT, "label")
+# A probability computed in float32 may land a hair outside [0, 1]; more than this is not rounding.
+_PROBABILITY_SLACK = 1e-6
+# The span of pandas' nanosecond timestamps (1677-09-21 to 2262-04-11), in whole years: a record
+# stamped outside it could not be placed in the frame monitoring reads.
+_EARLIEST = datetime(1678, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(2262, 1, 1, tzinfo=timezone.utc)
 _SEGMENT = re.compile(r"^predictions-(?P<day>\d{8})-.+\.jsonl$")
 HASH_PREFIX = "sha256:"
 
@@ -81,24 +96,36 @@ class PredictionLog:
         payload = "".join(lines).encode("utf-8")
         with self._lock:
             fd = self._segment_fd(now)
-            written = os.write(fd, payload)
-            # A short write only happens when the disk is full; say so rather than leave half a line.
-            if written != len(payload):
-                raise OSError(f"prediction log: short write ({written} of {len(payload)} bytes); disk full?")
+            size = os.fstat(fd).st_size  # one writer per segment: nobody else moves its end
+            try:
+                written = os.write(fd, payload)
+                # A short write only happens when the disk (or the file size limit) is full.
+                if written != len(payload):
+                    raise OSError(f"prediction log: short write ({written} of {len(payload)} bytes); disk full?")
+            except OSError:
+                self._abandon_segment(fd, size)
+                raise
             if time.monotonic() - self._last_fsync >= self.fsync_interval_s:
                 os.fsync(fd)
                 self._last_fsync = time.monotonic()
         return len(lines)
 
     def read(self, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
-        """Every complete record (from all segments), oldest first, as a frame with ``COLUMNS``.
+        """Every valid, complete record (from all segments), oldest first, as a frame with ``COLUMNS``:
+        ``scan(since, until).frame``. Damaged records are skipped; ``scan`` also counts them."""
+        return self.scan(since, until).frame
+
+    def scan(self, since: datetime | None = None, until: datetime | None = None) -> "LogScan":
+        """Read the log as ``read`` does, and count what was skipped.
 
         ``since``/``until`` bound ``timestamp`` (naive datetimes are taken as UTC). A torn last
-        line left by a crash is skipped; a damaged line elsewhere is skipped too (never raised),
-        since the log is evidence for monitoring, not a ledger.
+        line left by a crash is skipped, and so is every line that fails ``check_record`` (never
+        raised: the log is evidence for monitoring, not a ledger). Skipped lines are counted in the
+        segments read, whatever their timestamp (a damaged record has none to trust).
         """
         since_utc = _as_utc(since) if since is not None else None
         until_utc = _as_utc(until) if until is not None else None
+        result = LogScan(frame=pd.DataFrame(columns=COLUMNS))
         rows: list[dict[str, Any]] = []
         for path in self.segments():
             day = _SEGMENT.match(path.name)["day"]
@@ -108,15 +135,17 @@ class PredictionLog:
             # stamped yesterday (a request that crossed midnight, a replay with its own timestamps).
             if since_utc is not None and day < since_utc.strftime("%Y%m%d"):
                 continue
-            rows.extend(_read_segment(path))
+            rows.extend(_read_segment(path, result))
         frame = pd.DataFrame(rows, columns=COLUMNS)
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+        # Checked records only: timestamps are parsed datetimes already, scores numbers.
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         frame["score"] = frame["score"].astype(float)
         if since_utc is not None:
             frame = frame[frame["timestamp"] >= pd.Timestamp(since_utc)]
         if until_utc is not None:
             frame = frame[frame["timestamp"] < pd.Timestamp(until_utc)]
-        return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+        result.frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+        return result
 
     def segments(self) -> list[Path]:
         """The segment files, in name order (day first)."""
@@ -150,6 +179,21 @@ class PredictionLog:
             self._fd_day, self._fd_pid = day, pid
         return self._fd
 
+    def _abandon_segment(self, fd: int, size: int) -> None:
+        """After a failed write: cut the segment back to ``size`` (its last whole line) and close it,
+        so the next append starts a new segment. Closing is what matters: were the cut to fail too,
+        the half line stays the segment's torn tail, which readers skip, with nothing after it."""
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        self._fd = None
+        self._token = secrets.token_hex(4)
+
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
         if fd is not None and getattr(self, "_fd_pid", None) == os.getpid():
@@ -159,15 +203,105 @@ class PredictionLog:
                 pass
 
 
+@dataclass
+class LogScan:
+    """What ``PredictionLog.scan`` read: the valid records, and the lines it skipped.
+
+    ``damaged`` counts complete lines that are not JSON or fail ``check_record``; ``torn`` the
+    segments that end in half a line (a writer killed mid-write); ``first_problem`` says where the
+    first skipped line is and what is wrong with it."""
+
+    frame: pd.DataFrame
+    damaged: int = 0
+    torn: int = 0
+    first_problem: str | None = None
+
+    @property
+    def skipped(self) -> int:
+        """Lines skipped in all."""
+        return self.damaged + self.torn
+
+    def note(self) -> str | None:
+        """One line for a report, None when nothing was skipped."""
+        if not self.skipped:
+            return None
+        parts = [f"{self.damaged} damaged" if self.damaged else "", f"{self.torn} torn by a crashed writer"
+                 if self.torn else ""]
+        return (f"prediction log: {self.skipped} records skipped ({', '.join(filter(None, parts))}); "
+                f"first: {self.first_problem}")
+
+    def _skip(self, where: str, problem: str, torn: bool = False) -> None:
+        if torn:
+            self.torn += 1
+        else:
+            self.damaged += 1
+        if self.first_problem is None:
+            self.first_problem = f"{where}: {problem}"
+
+
+def check_record(row: Any) -> str | None:
+    """What is wrong with one record read from the log, field by field; None when it is valid.
+
+    Valid is what ``append`` writes: a JSON object with every field of ``COLUMNS``; ``timestamp`` an
+    ISO 8601 string; ``request_id``, ``model_tag``, the input and ``label`` strings; ``score`` a
+    probability; ``probabilities`` an object of label -> probability. Extra fields are ignored.
+    """
+    if not isinstance(row, dict):
+        return f"not a JSON object but {type(row).__name__}"
+    missing = [key for key in COLUMNS if key not in row]
+    if missing:
+        return f"no {', '.join(missing)}"
+    timestamp = row["timestamp"]
+    if not isinstance(timestamp, str) or _parse_timestamp(timestamp) is None:
+        return f"timestamp {_shown(timestamp)} is not an ISO 8601 time"
+    for key in _TEXT_FIELDS:
+        if not isinstance(row[key], str):
+            return f"{key} {_shown(row[key])} is not a string"
+    if not _is_probability(row["score"]):
+        return f"score {_shown(row['score'])} is not a number between 0 and 1"
+    probabilities = row["probabilities"]
+    if not isinstance(probabilities, dict):
+        return f"probabilities {_shown(probabilities)} is not an object"
+    for label, value in probabilities.items():
+        if not _is_probability(value):
+            return f"probability of {_shown(label)} {_shown(value)} is not a number between 0 and 1"
+    return None
+
+
+def _is_probability(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and -_PROBABILITY_SLACK <= value <= 1 + _PROBABILITY_SLACK)
+
+
+def _parse_timestamp(value: str) -> datetime | None:
+    """``value`` as a UTC datetime (naive = UTC), None when it is not ISO 8601 or outside the
+    span pandas can hold."""
+    try:
+        moment = _as_utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError):
+        return None
+    return moment if _EARLIEST <= moment < _LATEST else None
+
+
+def _shown(value: Any) -> str:
+    """A field's value for a one-line message: its JSON, cut short."""
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _encode(record: Mapping[str, Any], now: datetime) -> str:
     missing = [key for key in _REQUIRED if key not in record]
     if missing:
         raise DataError(f"prediction log: record lacks {', '.join(missing)}")
     timestamp = record.get("timestamp") or now
-    if isinstance(timestamp, datetime):
-        timestamp = _as_utc(timestamp).isoformat()
+    if not isinstance(timestamp, datetime):
+        # Refused here, not only skipped by readers: a record the log cannot place in time is lost.
+        parsed = _parse_timestamp(str(timestamp))
+        if parsed is None:
+            raise DataError(f"prediction log: timestamp {_shown(str(timestamp))} is not an ISO 8601 time")
+        timestamp = parsed
     row = {
-        "timestamp": str(timestamp),
+        "timestamp": _as_utc(timestamp).isoformat(),
         "request_id": str(record["request_id"]),
         "model_tag": str(record["model_tag"]),
         INPUT: str(record[INPUT]),
@@ -179,18 +313,28 @@ def _encode(record: Mapping[str, Any], now: datetime) -> str:
     return json.dumps(row, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
-def _read_segment(path: Path) -> list[dict[str, Any]]:
+def _read_segment(path: Path, scan: LogScan) -> list[dict[str, Any]]:
+    """The valid records of one segment; what is skipped is counted in ``scan``."""
     rows = []
     with open(path, "rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path.name} line {number}"
             if not raw.endswith(b"\n"):
-                break  # the torn tail of a crashed writer: everything before it is whole
+                # The torn tail of a crashed writer: everything before it is whole.
+                scan._skip(where, "torn (no line end)", torn=True)
+                break
             try:
                 row = json.loads(raw)
             except ValueError:
+                scan._skip(where, "not JSON")
                 continue
-            if isinstance(row, dict) and all(key in row for key in COLUMNS):
-                rows.append({key: row[key] for key in COLUMNS})
+            problem = check_record(row)
+            if problem is not None:
+                scan._skip(where, problem)
+                continue
+            kept = {key: row[key] for key in COLUMNS}
+            kept["timestamp"] = _parse_timestamp(row["timestamp"])
+            rows.append(kept)
     return rows
 
 

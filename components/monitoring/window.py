@@ -42,7 +42,7 @@ class MonitorWindow:
 
 def read_state(directory: Path | None = None) -> dict[str, Any]:
     """The saved state (``window_end``, ``last_run_id``, ``last_run_at``); empty before the first run.
-    StageError when the file is damaged."""
+    StageError when the file is damaged (not JSON, or a ``window_end`` that is not an ISO time)."""
     path = Path(directory or monitoring_dir()) / STATE_FILE
     try:
         state = json.loads(path.read_text())
@@ -50,13 +50,29 @@ def read_state(directory: Path | None = None) -> dict[str, Any]:
         return {}
     except ValueError:
         raise StageError(f"monitoring state {path} is not valid JSON; delete it to start from the whole log") from None
-    return state if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        raise StageError(f"monitoring state {path} is not a JSON object; delete it to start from the whole log")
+    window_end = state.get("window_end")
+    if window_end is not None and _iso_time(window_end) is None:
+        raise StageError(f"monitoring state {path}: window_end {json.dumps(window_end)[:40]} is not an ISO 8601 "
+                         "time; delete the file to start from the whole log")
+    return state
+
+
+def _iso_time(value: Any) -> datetime | None:
+    """``value`` as a datetime when it is an ISO 8601 string, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def next_window(now: datetime | None = None, directory: Path | None = None) -> MonitorWindow:
     """From where the last completed run stopped, to ``now``."""
     state = read_state(directory)
-    start = datetime.fromisoformat(state["window_end"]) if state.get("window_end") else None
+    start = _iso_time(state["window_end"]) if state.get("window_end") else None
     return MonitorWindow(start=start, end=now or datetime.now(timezone.utc))
 
 

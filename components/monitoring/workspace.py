@@ -1,18 +1,35 @@
 """The Evidently workspace that monitoring writes and ``evidently ui`` reads: the ``tuneops``
-project, its dashboard panels, and the snapshots each monitor run adds."""
+project, its dashboard panels, and the snapshots each monitor run adds.
+
+Snapshots are registered whole or not at all: each is written into a staging folder first and
+renamed into the project once complete, so a monitor run killed mid-write never leaves half a
+snapshot for the UI (which fails on the first unreadable one). A run that did not consume its
+window (killed before saving its state, or its retrain could not be started) is superseded by the
+next run over the same window start: that one compares the same predictions and more, and its
+snapshots replace the earlier ones, so no prediction is counted twice on the dashboard.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
 from tuneops.components.evaluation.drift import PREDICTION
+from tuneops.components.files import atomic_write_json
 from tuneops.components.monitoring.traffic import SCORE, TRAFFIC_TAG
 from tuneops.components.paths import tuneops_home
 
 PROJECT_NAME = "tuneops"
 PROJECT_DESCRIPTION = "Production traffic of the tuneops champion against its training reference."
 DASHBOARD_TAB = "Monitoring"
+# In the workspace root, beside the project folders (which Evidently finds by their UUID names):
+# the snapshots of the latest run and its window start, and the staging folders of runs under way.
+OPEN_WINDOW_FILE = "tuneops-open-window.json"
+_STAGING_PREFIX = ".tuneops-staging-"
 
 
 def workspace_dir() -> Path:
@@ -113,10 +130,68 @@ def ensure_project(workspace: Path | None = None) -> str:
     return str(project.id)
 
 
-def store_snapshots(snapshots: list, workspace: Path | None = None) -> tuple[str, list[str]]:
-    """Add snapshots to the ``tuneops`` project; return the project id and the snapshot ids."""
+def store_snapshots(snapshots: list, workspace: Path | None = None,
+                    window_start: str | None = None) -> tuple[str, list[str]]:
+    """Add snapshots to the ``tuneops`` project, each whole or not at all; return the project id
+    and the snapshot ids.
+
+    ``window_start`` (a monitor run's window start; any fixed text for "the whole log") marks the
+    snapshots as one run's over that window: snapshots that the previous run stored for the same
+    window start are removed once these are in (see the module docstring). None stores them
+    without that bookkeeping.
+    """
     from evidently.ui.workspace import Workspace
 
+    workspace = Path(workspace or workspace_dir())
     project_id = ensure_project(workspace)
-    store = Workspace(str(workspace or workspace_dir()))
-    return project_id, [str(store.add_run(project_id, snapshot).id) for snapshot in snapshots]
+    store = Workspace(str(workspace))
+    _remove_abandoned_staging(workspace)
+    index = workspace / OPEN_WINDOW_FILE
+    superseded = _open_window_snapshots(index, project_id, window_start) if window_start is not None else []
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=workspace))
+    try:
+        staged = [Workspace(str(staging)).add_run(project_id, snapshot) for snapshot in snapshots]
+        ids = [str(ref.id) for ref in staged]
+        if window_start is not None:
+            # Listed before they are renamed in: a run killed between the two leaves ids that the
+            # next run over this window removes (a missing one is no error), never unlisted ones.
+            atomic_write_json(index, {"project_id": project_id, "window_start": window_start,
+                                      "snapshot_ids": superseded + ids})
+        for ref in staged:
+            source = Path(ref.url)
+            with open(source, "rb") as handle:
+                os.fsync(handle.fileno())
+            target = workspace / source.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    present = {str(snapshot_id) for snapshot_id in store.list_runs(project_id)}
+    for snapshot_id in superseded:
+        if snapshot_id in present:
+            store.delete_run(project_id, snapshot_id)
+    if window_start is not None:
+        atomic_write_json(index, {"project_id": project_id, "window_start": window_start, "snapshot_ids": ids})
+    return project_id, ids
+
+
+def _open_window_snapshots(index: Path, project_id: str, window_start: str) -> list[str]:
+    """The snapshot ids the previous run stored for ``window_start``, if it was over that window."""
+    try:
+        previous = json.loads(index.read_text())
+    except (FileNotFoundError, ValueError):
+        return []  # written atomically, so only ever missing; a damaged one only loses this cleanup
+    if not isinstance(previous, dict) or previous.get("project_id") != project_id \
+            or previous.get("window_start") != window_start:
+        return []
+    return [str(snapshot_id) for snapshot_id in previous.get("snapshot_ids") or []]
+
+
+def _remove_abandoned_staging(workspace: Path) -> None:
+    """Staging folders whose writer (the pid in the name) is gone: a killed run's, never registered."""
+    import psutil
+
+    for folder in workspace.glob(f"{_STAGING_PREFIX}*"):
+        pid = folder.name[len(_STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,9 +1,11 @@
 """Starting and stopping the local stack's background processes, and waiting for them to answer.
 
-Every process is started in its own session, so its process group is ours alone: ``stop`` signals
-that group and any descendant that left it (flow runs the worker spawned in sessions of their
-own), and only while the recorded process is still the one we started (pid *and* start time), so
-a pid the system has since handed to another program is never touched.
+Every process is started in its own session, so its process group is ours alone, and with a marker
+in its environment (``records.MARKER_ENV``) that its descendants inherit. ``stop`` signals only what
+it can identify as ours: the recorded process (pid, start time, program, marker) with its process
+group and descendants while it lives; once it has exited, the processes that carry its marker, and
+their group only while one of them is still in it. A stale record whose pid or group id the system
+has since handed to another program never leads to a signal to that program.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from datetime import datetime, timezone
 
 from tuneops.components.errors import ConfigError, StageError
 from tuneops.components.paths import SOURCE_ROOT, tuneops_home
-from tuneops.components.stack.records import ServiceRecord, live_process, stack_dir, write_record
+from tuneops.components.stack.records import (
+    MARKER_ENV, ServiceRecord, carries_marker, live_process, new_marker, stack_dir, write_record,
+)
 
 # Start-up on a busy 2-core machine: the Prefect server migrates its database and the Evidently
 # UI imports its whole stack before listening; both take 10-20 s there, serving loads torch too.
@@ -30,6 +34,8 @@ def spawn(name: str, command: list[str], env: dict[str, str], url: str, health_u
     """Start ``command`` in a session of its own, logging to ``stack/logs/<name>.log``, and record it."""
     import psutil
 
+    marker = new_marker(name)
+    env = {**env, MARKER_ENV: marker}
     log_path = stack_dir() / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -45,6 +51,7 @@ def spawn(name: str, command: list[str], env: dict[str, str], url: str, health_u
         name=name, pid=process.pid, create_time=psutil.Process(process.pid).create_time(), command=command,
         url=url, health_url=health_url, log=str(log_path),
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=dict(extra or {}),
+        marker=marker,
     )
     write_record(record)
     return record
@@ -116,22 +123,17 @@ def free_port(requested: int) -> int:
 
 
 def stop(record: ServiceRecord) -> bool:
-    """SIGTERM the process group we created and any descendant in another group (flow runs the
-    worker started in their own sessions); SIGKILL what is left after the grace period.
+    """SIGTERM what of ``record`` still runs and is ours (see the module docstring): its process
+    group and every marked or descendant process, also those in other groups (flow runs the worker
+    started in sessions of their own); SIGKILL what is left after the grace period.
     Returns False when nothing of it was running."""
     import psutil
 
-    leader = live_process(record)
-    family = []
-    if leader is not None:
-        try:
-            family = [leader, *leader.children(recursive=True)]
-        except psutil.Error:
-            family = [leader]
-    group_alive = _our_group_alive(record, leader)
-    if not family and not group_alive:
+    family = _family(record)
+    group = _our_group(record, family)
+    if not family and not group:
         return False
-    if group_alive:
+    if group:
         _signal_group(record.pid, signal.SIGTERM)
     for process in family:
         try:
@@ -145,29 +147,57 @@ def stop(record: ServiceRecord) -> bool:
         except psutil.Error:
             pass
     deadline = time.monotonic() + STOP_GRACE_S
-    while _our_group_alive(record, live_process(record)) and time.monotonic() < deadline:
+    while _our_group(record, _family(record)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _our_group_alive(record, live_process(record)):
+    if _our_group(record, _family(record)):
         _signal_group(record.pid, signal.SIGKILL)
     return True
 
 
-def _our_group_alive(record: ServiceRecord, leader) -> bool:
-    """Whether the process group we created (its id is the leader's pid) still has members.
-
-    While the leader lives, the group is ours. Once it has exited, Linux does not hand its pid to
-    a new process while the group still has members, so members found then are ours too; a live
-    process *with* that pid but another start time means the group is gone and the pid reused.
-    """
+def _family(record: ServiceRecord) -> list:
+    """The live processes of ``record`` we can vouch for: the recorded process with its descendants,
+    and every process carrying the record's marker (a descendant whose parent has exited)."""
     import psutil
 
-    if leader is None and psutil.pid_exists(record.pid):
-        return False
+    family = {}
+    leader = live_process(record)
+    if leader is not None:
+        family[leader.pid] = leader
+        try:
+            family.update((child.pid, child) for child in leader.children(recursive=True))
+        except psutil.Error:
+            pass
+    if record.marker:
+        for process in psutil.process_iter():
+            if process.pid not in family and process.pid != os.getpid() and carries_marker(process, record):
+                family[process.pid] = process
+    return [process for process in family.values() if _running(process)]
+
+
+def _our_group(record: ServiceRecord, family: list) -> bool:
+    """Whether the process group ``spawn`` created (its id is the recorded pid) still exists and is
+    ours: its leader is the recorded process, or one of its members carries the record's marker.
+
+    A group's id is not handed out again while any member lives, so a marked member proves the
+    group is the one we created. Without such proof (a stale record whose pid became the id of a
+    stranger's group, or an old record without a marker) the group is left alone.
+    """
+    for process in family:
+        try:
+            if os.getpgid(process.pid) == record.pid:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _running(process) -> bool:
+    import psutil
+
     try:
-        os.killpg(record.pid, 0)
-    except (ProcessLookupError, PermissionError):
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return True
 
 
 def _signal_group(pgid: int, signum: int) -> None:

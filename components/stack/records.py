@@ -1,22 +1,31 @@
 """What ``tuneops up`` knows about the processes it started: one record per service in
-``$TUNEOPS_HOME/stack/<service>.json`` (pid, start time, command, URLs, log), and the identity
-check that tells a live process of ours from a stranger that was handed a recycled pid."""
+``$TUNEOPS_HOME/stack/<service>.json`` (pid, start time, command, marker, URLs, log), and the
+identity check that tells a live process of ours from a stranger that was handed a recycled pid.
+
+A process is ours when its pid, start time and program match the record *and* its environment
+carries the record's marker (``MARKER_ENV``). The marker is what identifies the rest of a service's
+family too: every process it starts inherits the environment, and keeps it across ``exec`` (serving
+execs ``bentoml serve``, which changes the command line but not the marker). A pid or a process
+group id alone proves nothing once the record is stale: the system hands both out again.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuneops.components.errors import StageError
 from tuneops.components.files import atomic_write_json
 from tuneops.components.paths import tuneops_home
+from tuneops.components.process_identity import START_TIME_TOLERANCE_S, recorded_process
 
 # The order services start in; ``down`` stops them in reverse.
 SERVICES = ("prefect-server", "prefect-worker", "evidently-ui", "serving")
-# A recorded start time within this many seconds of the live process's is the same process.
-_START_TIME_TOLERANCE_S = 0.5
+# The environment variable that carries a started service's marker (``ServiceRecord.marker``).
+MARKER_ENV = "TUNEOPS_STACK_MARKER"
 
 
 @dataclass
@@ -32,6 +41,8 @@ class ServiceRecord:
     log: str
     started_at: str
     extra: dict[str, str] = field(default_factory=dict)
+    # Empty in records written before markers existed: only the process itself can be identified then.
+    marker: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,14 +88,38 @@ def remove_record(name: str) -> None:
     record_path(name).unlink(missing_ok=True)
 
 
-def live_process(record: ServiceRecord):
-    """The recorded process if it still runs, identified by pid *and* start time, else None."""
+def new_marker(name: str) -> str:
+    """A marker no other process carries: the service's name and 16 random hex digits."""
+    return f"{name}-{secrets.token_hex(8)}"
+
+
+def carries_marker(process, record: ServiceRecord) -> bool:
+    """Whether ``process`` (a ``psutil.Process``) has the record's marker in its environment and
+    started no earlier than the recorded process (a family member is never older than its leader).
+    False for a record without a marker, and when the environment cannot be read."""
     import psutil
 
+    if not record.marker:
+        return False
     try:
-        process = psutil.Process(record.pid)
-        if abs(process.create_time() - record.create_time) > _START_TIME_TOLERANCE_S \
-                or process.status() == psutil.STATUS_ZOMBIE:
+        return (process.create_time() >= record.create_time - START_TIME_TOLERANCE_S
+                and process.environ().get(MARKER_ENV) == record.marker)
+    except psutil.Error:
+        return False
+
+
+def live_process(record: ServiceRecord):
+    """The recorded process if it still runs, else None. Identified by pid, start time and program
+    (the command's first word: ``exec`` may change the rest), plus the marker when the record has one."""
+    import psutil
+
+    process = recorded_process(record.pid, record.create_time)
+    if process is None:
+        return None
+    try:
+        if process.cmdline()[:1] != record.command[:1]:
+            return None
+        if record.marker and not carries_marker(process, record):
             return None
         return process
     except psutil.Error:

@@ -77,9 +77,8 @@ def up(options: StackOptions, say: Callable[[str], None] = print) -> list[Servic
 
         if options.serve and running("serving") is None:
             serving = _start_serving(options, api_url, say)
-            if serving is not None:
-                started.append(serving)
-                say(f"serving: started (pid {serving.pid})")
+            started.append(serving)
+            say(f"serving: started (pid {serving.pid})")
     except BaseException:
         for record in reversed(started):
             processes.stop(record)
@@ -133,12 +132,14 @@ def _start_evidently_ui(options: StackOptions) -> ServiceRecord:
     return record
 
 
-def _start_serving(options: StackOptions, api_url: str, say: Callable[[str], None]) -> ServiceRecord | None:
+def _start_serving(options: StackOptions, api_url: str, say: Callable[[str], None]) -> ServiceRecord:
     from tuneops.components import registry
 
-    if registry.champion_tag() is None:
-        say("serving: not started, there is no champion yet (`tuneops run` makes one; `tuneops up` again then)")
-        return None
+    # Started even without a champion: alive and not ready until a run promotes one, then serving
+    # it without a restart. Healthy means alive here; /readyz says whether a model is served.
+    champion = registry.champion_tag()
+    if champion is None:
+        say("serving: no champion yet; it answers /readyz 503 until a run promotes one, then serves it")
     port = processes.free_port(options.serving_port)
     url = f"http://{options.host}:{port}"
     command = [sys.executable, "-m", "tuneops.flows.cli", "serve", "--host", options.host, "--port", str(port)]
@@ -147,7 +148,7 @@ def _start_serving(options: StackOptions, api_url: str, say: Callable[[str], Non
     for override in options.overrides:
         command += ["--set", override]
     record = processes.spawn("serving", command, processes.environment({"PREFECT_API_URL": api_url}), url=url,
-                             health_url=f"{url}/readyz")
+                             health_url=f"{url}/readyz" if champion else f"{url}/healthz")
     processes.wait_until_healthy(record, options.timeout_s)
     return record
 

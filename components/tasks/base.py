@@ -224,6 +224,11 @@ class Task(ABC):
     def request_model(self, config: "ServingConfig") -> type:
         """The pydantic request body of the classify endpoint, with the config's limits."""
 
+    @abstractmethod
+    def request_body(self, inputs: list[Any]) -> dict[str, Any]:
+        """The JSON body a client sends to classify ``inputs`` (split rows: texts, image paths):
+        what infrastructure validation posts to a real serving process."""
+
     def keep_input(self, value: Any, directory: "Path") -> "Path | None":
         """Keep a served input as a file under ``directory`` (``serving.keep_images``); None when
         the task's log already holds its inputs (text) or the value is not one it keeps."""

@@ -199,6 +199,15 @@ class ImageClassification(Task):
 
         return request_model(config)
 
+    def request_body(self, inputs: list[Any]) -> dict[str, Any]:
+        """``{"images": [base64 of each file's bytes]}``: split rows name image files."""
+        import base64
+
+        from tuneops.components.tasks.image.decode import read_image_bytes
+
+        limits = default_limits()
+        return {"images": [base64.b64encode(read_image_bytes(value, limits)).decode("ascii") for value in inputs]}
+
     def warmup_input(self) -> bytes:
         """A mid-grey 32x32 PNG, made here: serving warms up on it when the reference files are gone."""
         import io

@@ -46,7 +46,9 @@ class TextClassification(Task):
     def input_problem(self, value: Any) -> str | None:
         if not isinstance(value, str):
             return f"not a string ({type(value).__name__})"
-        return "blank" if not value.strip() else None
+        from tuneops.components.tasks.text.blank import is_blank
+
+        return "blank" if is_blank(value) else None
 
     def input_checks(self, config: "ValidationConfig") -> "InputChecks":
         from tuneops.components.tasks.text.checks import text_checks
@@ -151,6 +153,9 @@ class TextClassification(Task):
         from tuneops.components.tasks.text.schema import request_model
 
         return request_model(config)
+
+    def request_body(self, inputs: list[Any]) -> dict[str, Any]:
+        return {"texts": [str(value) for value in inputs]}
 
     def log_value(self, value: Any, mode: str) -> str:
         from tuneops.components.monitoring.prediction_log import hash_input

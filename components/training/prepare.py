@@ -48,7 +48,8 @@ def _load_splits(arguments: argparse.Namespace, config, task: Task) -> tuple[pd.
     if arguments.train is not None:
         if arguments.validation is None:
             raise DataError("data: --train needs --validation too")
-        train, validation = read_table(arguments.train), read_table(arguments.validation)
+        limit = config.data.max_bytes
+        train, validation = read_table(arguments.train, max_bytes=limit), read_table(arguments.validation, max_bytes=limit)
         for name, frame in (("train", train), ("validation", validation)):
             if task.input_column not in frame or LABEL not in frame:
                 raise DataError(f"data: the {name} file needs columns {task.input_column!r} and {LABEL!r}")

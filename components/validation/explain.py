@@ -13,7 +13,7 @@ import pandas as pd
 from tuneops.components.data.columns import LABEL
 from tuneops.components.validation.checks import Explain
 from tuneops.components.validation.display import EXAMPLES, show, show_match
-from tuneops.components.validation.prepare import LABEL_KIND
+from tuneops.components.validation.prepare import FOLDED, LABEL_KIND
 
 
 def explain_nulls(column: str) -> Explain:
@@ -109,6 +109,17 @@ def explain_small_classes(minimum: int) -> Explain:
         small = frame[frame["count"] < minimum].sort_values("count")
         return len(small), [f"{show(row.label)} ({row.count})" for row in small.head(EXAMPLES).itertuples()]
     return explain
+
+
+def explain_variants(frame: pd.DataFrame) -> tuple[int, list[str]]:
+    """Classes of the per-class table whose folded name another class shares, shown by group:
+    ``'Positive' / 'positive' / 'positive ' (12 / 140 / 3)``."""
+    shared = frame[frame[FOLDED].duplicated(keep=False)].sort_values([FOLDED, "label"])
+    shown = [
+        " / ".join(show(label) for label in group["label"]) + " (" + " / ".join(f"{n:,}" for n in group["count"]) + ")"
+        for _, group in list(shared.groupby(FOLDED, sort=False))[:EXAMPLES]
+    ]
+    return len(shared), shown
 
 
 def explain_imbalance(limit: float) -> Explain:

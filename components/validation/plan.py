@@ -19,16 +19,16 @@ from tuneops.components.validation.checks import CLASSES, Check, InputChecks
 from tuneops.components.validation.display import shorten
 from tuneops.components.validation.explain import (
     explain_class_count, explain_duplicates, explain_imbalance, explain_kind, explain_label_change,
-    explain_leakage, explain_mixed_kinds, explain_not_in_set, explain_nulls, explain_small_classes,
+    explain_leakage, explain_mixed_kinds, explain_not_in_set, explain_nulls, explain_small_classes, explain_variants,
 )
-from tuneops.components.validation.prepare import INFERRED, LABEL_KIND, in_train_column
+from tuneops.components.validation.prepare import FOLDED, INFERRED, LABEL_KIND, in_train_column
 
 # The generic checks in the order they are reported around the task's: the schema first, then
 # the labels, then the inputs' content, then cross-row measures, so the first failure listed
 # is the most basic one.
 _BEFORE_INPUT = ("split_not_empty", "columns_present")
 _LABEL_CHECKS = ("label_not_null", "label_not_float", "label_single_type", "class_count", "label_in_set",
-                 "label_set_unchanged", "min_examples_per_class")
+                 "label_set_unchanged", "label_variants", "min_examples_per_class")
 _AFTER_INPUT = ("duplicates", "leakage", "class_imbalance", "group_not_mostly_null")
 
 
@@ -122,6 +122,13 @@ def plan_checks(
             {"column": "count", "min_value": config.min_examples_per_class},
             f"classes with fewer than {config.min_examples_per_class} train examples",
             explain_small_classes(config.min_examples_per_class),
+        ))
+        add(CLASSES, Check(
+            "label_variants", "labels spelled one way", LABEL, gxe.ExpectColumnValuesToBeUnique,
+            {"column": FOLDED},
+            "classes whose labels differ only by case or surrounding whitespace: each is trained as its own "
+            "class; if they mean one, fix the labels in the file",
+            explain_variants,
         ))
         if (classes["count"] > 0).sum() >= 2:
             add(CLASSES, Check(

@@ -137,9 +137,16 @@ def _kind(value: Any) -> str:
     return "other"
 
 
+# The per-class table's column of each class name folded (case and surrounding whitespace
+# dropped): two classes with the same folded name ("Positive", "positive ") are one class
+# spelled two ways far more often than two meanings.
+FOLDED = "folded"
+
+
 def class_table(train: pd.DataFrame, expected: list[str] | None) -> pd.DataFrame:
-    """One row per class of train: its count and how many times smaller it is than the
-    largest class. Declared/previous classes absent from train appear with count 0."""
+    """One row per class of train: its count, how many times smaller it is than the largest
+    class and its ``FOLDED`` name. Declared/previous classes absent from train appear with
+    count 0."""
     counts = train[LABEL].value_counts(dropna=True) if LABEL in train else pd.Series(dtype="int64")
     counts = counts[counts > 0]  # a categorical lists unused categories with count 0
     counts.index = counts.index.astype(object)
@@ -149,4 +156,5 @@ def class_table(train: pd.DataFrame, expected: list[str] | None) -> pd.DataFrame
     largest = table["count"].max() if len(table) else 0
     # A class with no examples has no ratio; the per-class minimum reports it instead.
     table["largest_over_count"] = np.where(table["count"] > 0, largest / table["count"].clip(lower=1), np.nan)
+    table[FOLDED] = [label.strip().casefold() for label in table["label"]]
     return table

@@ -67,6 +67,12 @@ def test_config_hash_changes_with_any_setting():
         ("", ["task=audio"], "task: Input should be 'text-classification' or 'image-classification'"),
         ("", ["training.augment=[rotate]"], "training.augment.0"),
         ("", ["data.labels=[only]"], "at least 2 distinct labels"),
+        # Names given twice (issue 15): a class or a column counted twice, not an internal error later.
+        ("", ["data.labels=[a, b, a]"], "data.labels lists 'a' more than once"),
+        ("", ["data.path=d.csv", "data.group_columns=[g1, g1]"], "data.group_columns lists 'g1' more than once"),
+        ("data:\n  label_column: sentiment\n  group_columns: [region, sentiment]\n", [],
+         "data.group_columns names the label column 'sentiment' (data.label_column)"),
+        ("", ["data.max_bytes=0"], "data.max_bytes: Input should be greater than or equal to 1"),
     ],
 )
 def test_mistakes_are_config_errors_naming_the_problem(tmp_path, yaml_text, overrides, message):

@@ -5,6 +5,8 @@ stack's rule of stopping only the processes it started."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +62,9 @@ def test_the_window_starts_where_the_last_run_stopped(tmp_path):
     assert json.loads((tmp_path / "state.json").read_text())["last_run_id"] == "run-1"
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(StageError, match="not valid JSON"):
+        monitoring.next_window(later, tmp_path)
+    (tmp_path / "state.json").write_text('{"window_end": "after lunch", "last_run_id": "run-1"}')
+    with pytest.raises(StageError, match='window_end "after lunch" is not an ISO 8601 time'):
         monitoring.next_window(later, tmp_path)
 
 
@@ -164,6 +169,11 @@ def test_a_monitor_run_compares_the_logged_traffic_with_the_champions_reference(
     for index, prediction in enumerate(tiny_predictor.predict(texts)):
         log.append([{"request_id": str(index), "model_tag": release.tag, "text": texts[index],
                      "label": prediction.label, "score": prediction.score, "probabilities": prediction.probabilities}])
+    # Well-formed but wrong records, as the issue found them: skipped and counted, the run goes on.
+    whole = json.loads(log.segments()[0].read_text().splitlines()[0])
+    with open(log.segments()[0], "a") as segment:
+        segment.write(json.dumps({**whole, "timestamp": "03/12/2026 10:00"}) + "\n")
+        segment.write(json.dumps({**whole, "score": "abc"}) + "\n")
     pd.DataFrame({"text": texts[:35], "label": LABELS * 11 + LABELS[:2]}).to_csv(tmp_path / "fb.csv", index=False)
     config = load_config(None, ["monitoring.min_rows=30", f"monitoring.feedback_path={tmp_path / 'fb.csv'}"])
     window = monitoring.MonitorWindow(start=None, end=datetime.now(timezone.utc))
@@ -171,6 +181,9 @@ def test_a_monitor_run_compares_the_logged_traffic_with_the_champions_reference(
     report = monitoring.check_traffic(config, tmp_path / "run", window, "run-1", workspace=tmp_path / "ws",
                                       log_directory=tmp_path / "log")
     assert report.status == "checked" and report.rows == 40 and report.consumed_window
+    assert report.skipped_records == 2
+    assert any(note.startswith("prediction log: 2 records skipped (2 damaged); first: ") and "line 41: timestamp"
+               in note for note in report.notes), report.notes
     assert {"text_length", "oov_share", "non_letter_share", "prediction", "embedding"} <= set(report.drift_details)
     assert report.drift_share is not None and report.html_path and len(report.snapshot_ids) == 2
     assert report.feedback["rows"] == 35 and report.feedback["value"] is not None
@@ -215,6 +228,31 @@ def test_the_project_dashboard_is_created_once_with_each_panel_listed_once(tmp_p
     assert {"Drift share over time", "Prediction distribution", "Request volume"} <= set(titles)
     assert [len(tab.panels) for tab in dashboard.tabs] == [len(titles)]
     assert len(Workspace(str(tmp_path)).search_project("tuneops")) == 1
+
+
+def test_a_rerun_over_the_same_window_replaces_the_snapshots_of_the_run_before(tmp_path):
+    """A run that did not consume its window (killed before saving its state) is superseded by the
+    next run over that window; a run over a new window keeps what came before."""
+    from evidently.ui.workspace import Workspace
+
+    reference = pd.DataFrame({"prediction": ["a", "b"] * 10, "score": [0.8, 0.6] * 10})
+
+    def snapshot(run: str):
+        return monitoring.traffic_report(reference, reference, datetime.now(timezone.utc), {"monitor_run": run})
+
+    project, killed = monitoring.store_snapshots([snapshot("killed"), snapshot("killed")], tmp_path, "start")
+    _, rerun = monitoring.store_snapshots([snapshot("rerun")], tmp_path, "start")
+    _, next_window = monitoring.store_snapshots([snapshot("next")], tmp_path, "2026-01-01T13:00:00+00:00")
+    _, unrelated = monitoring.store_snapshots([snapshot("by hand")], tmp_path)
+    stored = {str(snapshot_id) for snapshot_id in Workspace(str(tmp_path)).list_runs(project)}
+    assert stored == set(rerun + next_window + unrelated) and not stored & set(killed)
+    for snapshot_id in stored:  # each is whole: Evidently reads it back
+        assert Workspace(str(tmp_path)).get_run(project, snapshot_id) is not None
+    # Nothing staged is left behind, and a staging folder of a writer that is gone is cleared.
+    abandoned = tmp_path / ".tuneops-staging-999999999-x"
+    (abandoned / project / "snapshots").mkdir(parents=True)
+    monitoring.store_snapshots([snapshot("later")], tmp_path)
+    assert not list(tmp_path.glob(".tuneops-staging-*"))
 
 
 def test_the_traffic_report_counts_requests_and_predicted_labels():
@@ -294,3 +332,93 @@ def test_status_reports_a_recorded_service_that_died(tmp_path, monkeypatch):
         time.sleep(0.1)
     states = {entry.name: entry.state for entry in supervisor.status()}
     assert states["prefect-worker"] == "stopped" and states["prefect-server"] == "not started"
+
+
+def test_down_never_signals_a_strangers_group_that_a_stale_record_names(tmp_path, monkeypatch):
+    """The stale record's pid is now the id of another program's process group, whose leader has
+    exited (a shell that left `sleep` running): `status` says stopped, and `down` must not signal."""
+    import psutil
+
+    from tuneops.components.stack import records
+
+    monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
+    (tmp_path / "stack").mkdir()
+    shell = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!"], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    sleeper = int(shell.stdout.readline())
+    shell.wait()
+    try:
+        assert os.getpgid(sleeper) == shell.pid and not psutil.pid_exists(shell.pid)
+        started = psutil.Process(sleeper).create_time() - 3600
+        for name, marker in (("prefect-server", records.new_marker("prefect-server")), ("serving", "")):
+            # One record as `up` writes it now (with a marker), one as older versions did (none).
+            records.write_record(records.ServiceRecord(
+                name=name, pid=shell.pid, create_time=started, command=[sys.executable, "-m", "prefect"],
+                url="", health_url=None, log="", started_at="", marker=marker))
+        env = {**os.environ, "TUNEOPS_HOME": str(tmp_path)}
+        status = subprocess.run([sys.executable, "-m", "tuneops.flows.cli", "status"], capture_output=True,
+                                text=True, env=env, timeout=120)
+        assert status.returncode == 1 and status.stdout.count("stopped") == 2, status.stdout + status.stderr
+        down = subprocess.run([sys.executable, "-m", "tuneops.flows.cli", "down"], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert "serving: was not running" in down.stdout and "prefect-server: was not running" in down.stdout
+        time.sleep(0.5)  # a SIGTERM, had one been sent, has arrived by now
+        assert psutil.Process(sleeper).status() != psutil.STATUS_ZOMBIE, "a stranger's process group was signalled"
+        assert not list((tmp_path / "stack").glob("*.json"))
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+
+
+def test_down_never_signals_a_process_of_another_program_with_the_recorded_pid_and_start_time(tmp_path,
+                                                                                            monkeypatch):
+    import psutil
+
+    from tuneops.components.stack import records, supervisor
+
+    monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
+    (tmp_path / "stack").mkdir()
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        # Pid and start time match; the program does not (and the stranger has no marker).
+        records.write_record(records.ServiceRecord(
+            name="evidently-ui", pid=stranger.pid, create_time=psutil.Process(stranger.pid).create_time(),
+            command=[sys.executable, "-m", "evidently.cli", "ui"], url="", health_url=None, log="", started_at=""))
+        assert records.live_process(records.read_record("evidently-ui")) is None
+        lines = []
+        assert supervisor.down(say=lines.append) == [] and lines == ["evidently-ui: was not running"]
+        time.sleep(0.5)
+        assert stranger.poll() is None, "a process of another program was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+LEAVES_A_CHILD = """
+import subprocess, sys
+child = subprocess.Popen(["sleep", "60"])
+open(sys.argv[1], "w").write(str(child.pid))
+"""
+
+
+def test_down_stops_what_is_left_of_our_group_after_its_leader_exited(tmp_path, monkeypatch):
+    import psutil
+
+    from tuneops.components.stack import processes, records, supervisor
+
+    monkeypatch.setenv("TUNEOPS_HOME", str(tmp_path))
+    pid_file = tmp_path / "child.pid"
+    record = processes.spawn("prefect-worker", [sys.executable, "-c", LEAVES_A_CHILD, str(pid_file)],
+                             processes.environment({}), url="pool", health_url=None)
+    deadline = time.monotonic() + 30
+    while (records.live_process(record) is not None or not pid_file.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = psutil.Process(int(pid_file.read_text()))
+    try:
+        assert records.live_process(record) is None and child.is_running()
+        assert child.environ()[records.MARKER_ENV] == record.marker
+        assert supervisor.down(say=lambda line: None) == ["prefect-worker"]
+        child.wait(timeout=30)
+    finally:
+        if child.is_running():
+            child.kill()

@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tuneops.components.errors import DataError
@@ -151,3 +152,64 @@ def test_a_forked_child_writes_its_own_segment(tmp_path: Path) -> None:
     log.append([record("parent-2")])
     assert len(log.segments()) == 2
     assert sorted(log.read()["request_id"]) == ["child", "parent", "parent-2"]
+
+
+def test_well_formed_but_wrong_records_are_skipped_field_by_field_and_counted(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.append([record("good-1"), record("good-2")])
+    good = json.loads(log.segments()[0].read_text().splitlines()[0])
+    wrong = [
+        {**good, "request_id": "bad-time", "timestamp": "yesterday at noon"},
+        {**good, "request_id": "bad-score", "score": "abc"},
+        {**good, "request_id": "score-above-one", "score": 1.5},
+        {**good, "request_id": "bool-score", "score": True},
+        {**good, "request_id": "numeric-time", "timestamp": 1767225600},
+        {**good, "request_id": "year-one", "timestamp": "0001-01-01T00:00:00+00:00"},
+        {**good, "request_id": "list-probabilities", "probabilities": [0.2, 0.8]},
+        {**good, "request_id": "text-probability", "probabilities": {"positive": "high"}},
+        {**good, "request_id": 7},
+        {key: value for key, value in good.items() if key != "label"},
+    ]
+    lines = [json.dumps(row) for row in wrong] + ['{"score": NaN}', "[1, 2]", "not json at all"]
+    # A segment named as a writer would name it, written by hand: records no writer of ours makes.
+    day = datetime.now(timezone.utc).strftime("%Y%m%d")
+    (tmp_path / f"predictions-{day}-elsewhere-1-0000.jsonl").write_text("\n".join(lines) + "\n")
+    log.append([record("good-3")])
+
+    scan = PredictionLog(tmp_path).scan()
+    assert scan.frame["request_id"].tolist() == ["good-1", "good-2", "good-3"]
+    assert scan.frame["score"].dtype == float and str(scan.frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert (scan.damaged, scan.torn, scan.skipped) == (len(lines), 0, len(lines))
+    assert scan.first_problem == f"predictions-{day}-elsewhere-1-0000.jsonl line 1: " \
+                                 'timestamp "yesterday at noon" is not an ISO 8601 time'
+    assert scan.note().startswith(f"prediction log: {len(lines)} records skipped ({len(lines)} damaged); first: ")
+    assert PredictionLog(tmp_path).read()["request_id"].tolist() == ["good-1", "good-2", "good-3"]
+    # Each wrong field is named.
+    from tuneops.components.monitoring.prediction_log import check_record
+
+    problems = [check_record(row) for row in wrong]
+    assert problems[1] == 'score "abc" is not a number between 0 and 1'
+    assert "probabilities [0.2, 0.8] is not an object" == problems[6]
+    assert problems[8] == "request_id 7 is not a string" and problems[9] == "no label"
+    assert check_record(good) is None
+
+
+def test_a_torn_tail_is_counted_apart_from_damaged_records(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    log.append([record("kept")])
+    log.close()
+    with open(log.segments()[0], "a") as handle:
+        handle.write('{"timestamp": "2026-')
+    scan = PredictionLog(tmp_path).scan()
+    assert scan.frame["request_id"].tolist() == ["kept"]
+    assert (scan.damaged, scan.torn) == (0, 1) and "torn by a crashed writer" in scan.note()
+    assert PredictionLog(tmp_path / "empty").scan().note() is None
+
+
+def test_a_timestamp_that_is_not_iso_8601_is_refused_when_appended(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    with pytest.raises(DataError, match="timestamp \"last tuesday\" is not an ISO 8601 time"):
+        log.append([record("a", timestamp="last tuesday")])
+    # An ISO string in another zone is kept as the same moment, in UTC.
+    log.append([record("b", timestamp="2026-03-01T12:00:00+02:00")])
+    assert log.read()["timestamp"].tolist() == [pd.Timestamp("2026-03-01T10:00:00Z")]

@@ -39,8 +39,21 @@ def alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
-def kill_parent_and_watch_child(how: str, patience_s: float = 15.0) -> tuple[int, bool]:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, how], stdout=subprocess.PIPE, text=True,
+# A parent whose guard knows its child by another start time: what the guard sees when the child
+# exited early and the system handed its pid to another program.
+STALE_PARENT = """
+import os, subprocess, sys, time
+from tuneops.components.process_guard import _GUARD_SCRIPT, _arm_guard
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+guard = subprocess.Popen([sys.executable, "-c", _GUARD_SCRIPT, str(os.getpid()), f"{child.pid}@0.0"],
+                         preexec_fn=_arm_guard)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def kill_parent_and_watch_child(how: str, patience_s: float = 15.0, script: str = PARENT) -> tuple[int, bool]:
+    parent = subprocess.Popen([sys.executable, "-c", script, how], stdout=subprocess.PIPE, text=True,
                               cwd=os.getcwd())
     child = int(parent.stdout.readline())
     time.sleep(0.5)  # the guard is up and waiting
@@ -62,6 +75,15 @@ def test_a_released_guard_leaves_the_child_alone():
     child, still_alive = kill_parent_and_watch_child("released", patience_s=3.0)
     try:
         assert still_alive, "the released guard still stopped the child"
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_the_guard_leaves_alone_a_pid_that_is_no_longer_its_child():
+    child, still_alive = kill_parent_and_watch_child("stale", patience_s=3.0, script=STALE_PARENT)
+    try:
+        assert still_alive, "the guard signalled a process by its pid alone"
     finally:
         if alive(child):
             os.kill(child, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""The registry: packaging into BentoML's model store, the champion pointer, the model commands.
+"""The registry: packaging into BentoML's model store, partial entries, the champion pointer, the
+model commands.
 
 The models here are real but tiny (a 2-layer BERT with MiniLM's tokenizer, random weights):
 the registry only cares that a model directory is complete and loads, not that it is good.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -17,29 +19,22 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tuneops.components.tasks.registry import get_task
-TEXT_TASK = get_task("text-classification")
-from tuneops.components import registry
-from tuneops.components.checkpoints import packaged_model_dir
+from tuneops.components import model_store, registry
 from tuneops.components.errors import ConfigError, StageError
+from tuneops.components.files import file_lock
 from tuneops.components.predictor import Predictor
+from tuneops.components.tasks.registry import get_task
+
+from tests.tiny_model import LABELS, save_tiny_text_model
+
+TEXT_TASK = get_task("text-classification")
 
 ROOT = Path(__file__).resolve().parents[2]
-LABELS = ["negative", "neutral", "positive"]
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("all-MiniLM-L6-v2"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=3,
-                        id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
-    directory = tmp_path_factory.mktemp("tiny-model")
-    Predictor(BertForSequenceClassification(config), tokenizer, LABELS, task=TEXT_TASK, max_length=32).save(
-        directory, extra={"base_checkpoint": "tiny-test-bert"})
-    return directory
+    return save_tiny_text_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(autouse=True)
@@ -111,6 +106,73 @@ def test_failure_inside_the_save_commits_nothing(tiny_model_dir: Path) -> None:
     with pytest.raises(StageError, match="text"):
         registry.package_model(tiny_model_dir, {"run_id": "x"}, pd.DataFrame({"sentence": ["a"]}))
     assert {release.tag for release in registry.list_models()} == before
+    # The failed build was removed, not left beside the store.
+    assert registry.partial_entries() == []
+    assert not [path for path in model_store.staging_dir().glob("*") if path.is_dir()]
+
+
+def test_partial_entries_are_left_out_reported_and_cleaned_but_a_build_in_progress_is_not(
+        tiny_model_dir: Path) -> None:
+    from tuneops.flows.cli import app
+
+    good = package(tiny_model_dir, run_id="whole")
+    store = model_store.store_dir() / registry.MODEL_NAME
+    # What BentoML's own save leaves when killed in its copy: files without model.yaml, or a torn one.
+    no_yaml = store / "partialnoyaml01"
+    shutil.copytree(good.path, no_yaml, ignore=shutil.ignore_patterns("model.yaml"))
+    torn = store / "partialtorn0001"
+    shutil.copytree(good.path, torn)
+    (torn / "model.yaml").write_text((good.path / "model.yaml").read_text()[:40])
+    # What a packager killed in its build leaves: a build folder whose lock nobody holds.
+    staging = model_store.staging_dir()
+    abandoned = staging / "abandoned000001"
+    shutil.copytree(tiny_model_dir, abandoned)
+    (staging / "abandoned000001.lock").touch()
+    busy = staging / "inprogress00001"
+    try:
+        with file_lock(staging / "inprogress00001.lock"):  # a live build: this process holds its lock
+            busy.mkdir()
+            reasons = {leftover.path: leftover.reason for leftover in registry.partial_entries()}
+            assert set(reasons) == {no_yaml, torn, abandoned}
+            assert "no model.yaml" in reasons[no_yaml] and "unreadable model.yaml" in reasons[torn]
+            assert "abandoned build" in reasons[abandoned]
+            listed = {release.tag for release in registry.list_models()}
+            assert good.tag in listed and not {tag for tag in listed if "partial" in tag}
+            with pytest.raises(StageError, match=f"partial entry in the store \\({re.escape(str(no_yaml))}.*--clean"):
+                registry.get_model("partialnoyaml01")
+
+            runner = CliRunner()
+            result = runner.invoke(app, ["models"])
+            assert result.exit_code == 0 and good.tag in result.stdout
+            for path in (no_yaml, torn, abandoned):
+                assert f"ignored partial entry {path}" in result.stderr and path.name not in result.stdout
+            assert json.loads(runner.invoke(app, ["models", "--json"]).stdout)  # stdout stays JSON
+            result = runner.invoke(app, ["models", "--clean"])
+            assert result.exit_code == 0
+            for path in (no_yaml, torn, abandoned):
+                assert f"removed partial entry {path}" in result.stderr and not path.exists()
+            assert not (staging / "abandoned000001.lock").exists()
+            assert busy.is_dir() and registry.partial_entries() == []
+        # Once its builder is gone, the same folder is abandoned.
+        assert [leftover.path for leftover in registry.partial_entries()] == [busy]
+    finally:
+        for path in (no_yaml, torn, abandoned, busy):
+            shutil.rmtree(path, ignore_errors=True)
+        registry.remove_partial_entries()
+    assert registry.partial_entries() == [] and registry.get_model(good.tag).tag == good.tag
+
+
+def test_a_removed_model_leaves_the_store_whole_and_the_champion_is_never_removed(tiny_model_dir: Path) -> None:
+    kept, removed = package(tiny_model_dir, run_id="kept"), package(tiny_model_dir, run_id="removed")
+    registry.set_champion(kept.tag)
+    registry.remove_model(removed.tag)
+    assert not removed.path.exists() and registry.partial_entries() == []
+    assert removed.tag not in {release.tag for release in registry.list_models()}
+    with pytest.raises(ConfigError, match="no model"):
+        registry.get_model(removed.tag)
+    with pytest.raises(StageError, match="is the champion"):
+        registry.remove_model(kept.tag)
+    assert registry.verify_model(kept.tag).tag == kept.tag
 
 
 def test_promote_rollback_and_listing(tiny_model_dir: Path, own_pointer: Path) -> None:
@@ -119,11 +181,13 @@ def test_promote_rollback_and_listing(tiny_model_dir: Path, own_pointer: Path) -
     with pytest.raises(StageError, match="no previous champion"):
         registry.rollback()
 
-    assert registry.set_champion(first.tag).is_champion
+    promoted = registry.set_champion(first.tag)
+    assert promoted.is_champion and promoted.previous_champion is None
     assert registry.champion().tag == first.tag
-    registry.set_champion(second.tag.split(":")[1])  # a bare version is enough
-    registry.set_champion(third.tag)
-    registry.set_champion(third.tag)  # promoting the champion again changes nothing
+    assert registry.set_champion(second.tag.split(":")[1]).previous_champion == first.tag  # a bare version is enough
+    assert registry.set_champion(third.tag).previous_champion == second.tag
+    again = registry.set_champion(third.tag)  # promoting the champion again changes nothing
+    assert again.previous_champion == third.tag
     assert registry.champion_model_dir() == third.path
 
     listed = {release.tag: release for release in registry.list_models()}
@@ -132,13 +196,40 @@ def test_promote_rollback_and_listing(tiny_model_dir: Path, own_pointer: Path) -
     created = [release.created for release in registry.list_models()]
     assert created == sorted(created, reverse=True)
 
-    assert registry.rollback().tag == second.tag
+    back = registry.rollback()
+    assert (back.tag, back.previous_champion) == (second.tag, third.tag)
     assert registry.rollback().tag == first.tag
     with pytest.raises(StageError, match="no previous champion"):
         registry.rollback()
     assert registry.champion().tag == first.tag
     state = json.loads((own_pointer / "champion.json").read_text())
     assert state["tag"] == first.tag and state["history"] == []
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ('["tuneops-classifier:abc"]', "expected a JSON object, found list"),
+    ('{"tag": 3}', "'tag' is not a model tag"),
+    ('{"tag": "tuneops-classifier:abc", "history": "tuneops-classifier:old"}', "'history' is not a list"),
+    ('{"tag": "tuneops-classifier:abc", "history": ["tuneops-classifier:old"]}',
+     "history[0] is not an object with a model tag"),
+    ('{"tag": "tuneops-classifier:abc", "history": [{"tag": "tuneops-classifier:old", "promoted_at": 5}]}',
+     "history[0].promoted_at is not a string"),
+])
+def test_a_hand_edited_pointer_of_the_wrong_shape_is_one_line_naming_the_file(
+        own_pointer: Path, content: str, problem: str) -> None:
+    from tuneops.flows.cli import app
+
+    own_pointer.mkdir(parents=True, exist_ok=True)
+    path = own_pointer / "champion.json"
+    path.write_text(content)
+    expected = f"champion pointer {path} is malformed: {problem}; fix or delete it"
+    for read in (registry.rollback, registry.champion_tag, registry.list_models):
+        with pytest.raises(StageError) as raised:
+            read()
+        assert str(raised.value) == expected
+    result = CliRunner().invoke(app, ["rollback"])
+    assert result.exit_code == 1 and result.stderr == f"error: {expected}\n"
+    assert path.read_text() == content  # nothing was written over it
 
 
 def test_unknown_or_foreign_tag_is_a_one_line_config_error() -> None:
@@ -221,19 +312,22 @@ def test_model_commands(tiny_model_dir: Path) -> None:
 
     first, second = package(tiny_model_dir, run_id="cli-1"), package(tiny_model_dir, run_id="cli-2")
     runner = CliRunner()
-    result = runner.invoke(app, ["serve"])
-    assert result.exit_code == 1 and "no champion model to serve" in result.output
+    # (`tuneops serve` without a champion starts anyway, not ready: tests/faults/test_serving_faults.py.)
+    result = runner.invoke(app, ["serve", "--model", "no-such-version"])
+    assert result.exit_code == 2 and "no model 'no-such-version' in the store" in result.output
     result = runner.invoke(app, ["promote", first.tag])
     assert result.exit_code == 0 and f"champion: {first.tag}" in result.output
     result = runner.invoke(app, ["promote", second.tag])
     assert result.exit_code == 0 and f"(was {first.tag})" in result.output
+    result = runner.invoke(app, ["promote", second.tag])
+    assert result.exit_code == 0 and result.output == f"{second.tag} is already the champion\n"
     listed = json.loads(runner.invoke(app, ["models", "--json"]).output)
     champions = [entry["tag"] for entry in listed if entry["is_champion"]]
     assert champions == [second.tag] and {first.tag, second.tag} <= {entry["tag"] for entry in listed}
     table = runner.invoke(app, ["models"]).output
     assert second.tag in table and "cli-2" in table and "0.750" in table
     result = runner.invoke(app, ["rollback"])
-    assert result.exit_code == 0 and f"champion: {first.tag}" in result.output
+    assert result.exit_code == 0 and result.output == f"champion: {first.tag} (rolled back from {second.tag})\n"
     result = runner.invoke(app, ["promote", "nope"])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "no model" in result.output
     result = runner.invoke(app, ["serve", "--model", "nope"])

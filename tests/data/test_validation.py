@@ -442,6 +442,47 @@ def test_blank_text_and_group_column_mostly_null(tmp_path, frames):
     assert group.column == "region" and group.severity == "warn" and group.failing_rows == len(train) // 2
 
 
+def test_texts_of_only_zero_width_characters_are_blank(tmp_path, frames):
+    """U+200B/U+200C/U+200D/U+2060/U+FEFF show nothing and are not whitespace to Python (issue 15)."""
+    from pydantic import ValidationError
+
+    from tuneops.components.config import ServingConfig
+    from tuneops.components.tasks.text.schema import request_model
+
+    train, validation, test = frames
+    train = train.copy()
+    invisible = ["\u200b", "\u200c\u200d", "\u2060", "\ufeff", " \u200b\t\ufeff "]
+    train.iloc[: len(invisible), train.columns.get_loc("text")] = invisible
+    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path, None, TASK)
+    blank = failed(report)["text_not_blank"]
+    assert [(o.split, o.failing_rows, o.severity) for o in blank] == [("train", len(invisible), "block")]
+    assert blank[0].examples == ["'\\u200b'", "'\\u200c\\u200d'", "'\\u2060'"] and not report.passed
+    # A visible character among them is text; serving refuses what validation calls blank.
+    train.iloc[: len(invisible), train.columns.get_loc("text")] = [f"ok{i}\u200b" for i in range(len(invisible))]
+    assert "text_not_blank" not in failed(validate_data(splits_of(train, validation, test), ValidationConfig(),
+                                                        tmp_path, None, TASK))
+    with pytest.raises(ValidationError, match=r"texts\[1\] is empty"):
+        request_model(ServingConfig()).model_validate({"texts": ["fine", "\u200b\ufeff"]})
+
+
+def test_labels_differing_only_by_case_or_whitespace_are_a_warning(tmp_path, frames):
+    train, validation, test = frames
+    train = train.copy()
+    column = train.columns.get_loc("label")
+    positive = np.flatnonzero(train["label"].to_numpy() == "positive")
+    train.iloc[positive[:25], column] = "Positive"
+    train.iloc[positive[25:47], column] = "positive "
+    report = validate_data(splits_of(train, validation, test), ValidationConfig(), tmp_path, None, TASK)
+    variants = failed(report)["label_variants"]
+    assert [(o.split, o.failing_rows, o.severity) for o in variants] == [("train_classes", 3, "warn")]
+    assert variants[0].examples == [f"'Positive' / 'positive' / 'positive ' (25 / {len(positive) - 47} / 22)"]
+    assert "differ only by case or surrounding whitespace" in variants[0].message
+    assert report.passed and any(line.startswith("validation warning: label_variants") for line in report.warnings_lines())
+    # 'positive' is still a train class, so the held-out splits keep to the inferred set: the
+    # warning is the only finding, and it does not block.
+    assert set(failed(report)) == {"label_variants"}
+
+
 def test_an_empty_split_is_reported_not_raised(tmp_path, frames):
     train, validation, test = frames
     report = validate_data(splits_of(train, validation, test.iloc[:0]), ValidationConfig(), tmp_path, None, TASK)

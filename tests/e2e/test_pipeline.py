@@ -44,7 +44,8 @@ def test_run_promotes_a_model_and_writes_the_record(first_run):
     record = runs[0]
     summary = json.loads((record / "summary.json").read_text())
     assert summary["status"] == "promoted", summary.get("gate")
-    assert set(summary["stages"]) >= {"load_data", "validate", "select_model", "finetune", "evaluate", "gate", "package"}
+    assert set(summary["stages"]) >= {"load_data", "validate", "select_model", "finetune", "evaluate", "gate",
+                                      "package", "infra_validate"}
     assert all(stage["status"] == "completed" for stage in summary["stages"].values())
     assert all(stage["seconds"] >= 0 for stage in summary["stages"].values())
     # Training really learned: the loss fell, and the model beats the majority class by far.
@@ -54,6 +55,10 @@ def test_run_promotes_a_model_and_writes_the_record(first_run):
     assert 0 <= summary["metrics"]["accuracy"] <= 1
     assert summary["base_checkpoint"].startswith("packaged:all-MiniLM-L6-v2")
     assert summary["gate"]["promote"] is True and summary["gate"]["reasons"]
+    # Before the pointer moved, a real `bentoml serve` of the packaged model answered test texts.
+    serving = summary["infra_validation"]
+    assert serving["passed"] and len(serving["latencies_ms"]) == 8, serving
+    assert any(check["name"] == "infra" and check["passed"] for check in summary["gate"]["checks"])
 
     lineage = json.loads((record / "lineage.json").read_text())
     for key in ("data_fingerprint", "config_hash", "code_version", "base_checkpoint", "packages"):
@@ -82,6 +87,30 @@ def test_run_saves_the_model_in_the_bentoml_store_as_champion(first_run):
     listing = tuneops("models", home=home, timeout=300)
     assert listing.returncode == 0, listing.stderr
     assert summary["model_tag"] in listing.stdout
+
+
+def test_a_model_that_does_not_serve_in_time_is_rejected_removed_and_not_promoted(first_run):
+    home, result = first_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    champion = json.loads((home / "champion.json").read_text())["tag"]
+    # The same data and recipe again, with the metric and slice checks opened wide so that only
+    # the serving check can reject: no real server answers within a 1 microsecond p95.
+    relaxed = ["--set", "gate.tolerance=1", "--set", "gate.max_slice_drop=1",
+               "--set", "gate.infra_validation.max_p95_latency_ms=0.001"]
+    again = tuneops("run", *SMALL_RUN, *relaxed, home=home)
+    assert again.returncode == 0, again.stderr[-3000:]
+    run = max((home / "runs").iterdir(), key=lambda path: path.stat().st_mtime)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "rejected", summary.get("gate")
+    assert not summary["infra_validation"]["passed"]
+    assert any("is too slow" in reason for reason in summary["gate"]["reasons"]), summary["gate"]["reasons"]
+    assert "is too slow" in again.stdout
+    assert json.loads((home / "champion.json").read_text())["tag"] == champion
+    # The model that could not serve is not left in the store to be promoted by hand.
+    listing = tuneops("models", "--json", home=home, timeout=300)
+    assert listing.returncode == 0, listing.stderr
+    assert [model["tag"] for model in json.loads(listing.stdout)] == [champion]
+    assert (run / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize(
@@ -115,6 +144,7 @@ def test_a_run_killed_mid_training_resumes_and_leaves_no_server_behind(tmp_path)
         "--set", "data.max_rows=300", "--set", "training.max_steps=40", "--set", "training.batch_size=16",
         "--set", "training.checkpoint_every_steps=10", "--set", "evaluation.bootstrap_samples=20",
         "--set", "selection.candidates=[packaged:all-MiniLM-L6-v2@layers=2]",
+        "--set", "gate.infra_validation.enabled=false",
     ]
     log_path = tmp_path / "killed.log"
     with open(log_path, "w") as log:

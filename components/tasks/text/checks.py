@@ -16,6 +16,7 @@ import pandas as pd
 from pandas.api.types import infer_dtype
 
 from tuneops.components.config import ValidationConfig
+from tuneops.components.tasks.text.blank import BLANK_REGEX
 from tuneops.components.validation.checks import Check, Explain, InputChecks
 from tuneops.components.validation.display import EXAMPLES, show
 from tuneops.components.validation.explain import explain_nulls, explain_regex
@@ -42,7 +43,6 @@ MOJIBAKE_REGEX = (
     r"[\u00C2\u00C3\u00E2\u0080-\u009F\uFFFD]"
     r"(?:(?<=[\u00C2\u00C3])" + _CONTINUATION + r"|(?<=\u00E2)\u20AC|(?<=[\u0080-\u009F\uFFFD]))"
 )
-BLANK_REGEX = r"\A\s*\Z"
 
 
 def text_checks(config: ValidationConfig, column: str) -> InputChecks:
@@ -60,8 +60,8 @@ def text_checks(config: ValidationConfig, column: str) -> InputChecks:
     ]
     content = [
         Check("text_not_blank", "text not blank", column, gxe.ExpectColumnValuesToNotMatchRegex,
-              {"column": column, "regex": BLANK_REGEX}, "rows whose text is only whitespace",
-              explain_regex(column, BLANK_REGEX)),
+              {"column": column, "regex": BLANK_REGEX},
+              "rows whose text is empty or only whitespace or zero-width characters", explain_regex(column, BLANK_REGEX)),
         Check("text_length", "text length within bounds", column, gxe.ExpectColumnValueLengthsToBeBetween,
               {"column": column, "min_value": config.min_text_chars, "max_value": config.max_text_chars,
                "mostly": 1.0 - config.max_length_issue_rate},

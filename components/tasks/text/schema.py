@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tuneops.components.request_context import REQUEST_ID
+from tuneops.components.tasks.text.blank import is_blank
 
 if TYPE_CHECKING:
     from tuneops.components.config import ServingConfig
@@ -48,7 +49,7 @@ def request_model(config: "ServingConfig") -> type[BaseModel]:
         if len(texts) > max_items:
             raise ValueError(f"texts holds {len(texts)} items; at most {max_items} per request")
         for index, text in enumerate(texts):
-            if not text.strip():
+            if is_blank(text):  # zero-width characters alone count as empty, as in validation
                 raise ValueError(f"texts[{index}] is empty")
             if len(text) > max_chars:
                 raise ValueError(f"texts[{index}] has {len(text)} characters; at most {max_chars}")
