@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tuneops.components.checkpoints import CheckpointSpec, feature_width, parse_spec, resolve_source
+from tuneops.components.checkpoints import (
+    CheckpointSpec,
+    cached_hub_snapshot,
+    feature_width,
+    local_path,
+    parse_spec,
+    resolve_source,
+)
 from tuneops.components.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -92,15 +99,14 @@ def _candidate_directory(spec: CheckpointSpec, champion_dir: Path | None, allow_
         if not Path(champion_dir).is_dir():
             raise CandidateUnusable(f"champion model directory {champion_dir} does not exist")
         return Path(champion_dir)
-    source = resolve_source(spec)
-    local = Path(source)
-    if local.is_absolute():
+    local = local_path(spec)
+    if local is not None:
         if not local.exists():
             raise CandidateUnusable(f"directory {local} does not exist")
         if not local.is_dir():
             raise CandidateUnusable(f"{local} is a file; a checkpoint is a directory")
         return local
-    return _fetch_from_hub(source, allow_pickle, task.processor_files)
+    return _fetch_from_hub(spec.source, spec.revision, allow_pickle, task.processor_files)
 
 
 def hub_offline() -> bool:
@@ -113,27 +119,30 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or any(flag.strip().lower() in {"1", "true", "yes", "on"} for flag in flags)
 
 
-def _fetch_from_hub(repo_id: str, allow_pickle: bool, processor_files: tuple[str, ...]) -> Path:
-    """The local snapshot of a hub checkpoint: from the cache, else downloaded (config, the task's
-    processor files, weights of an allowed format only). Raises CandidateUnusable with the reason it cannot be had."""
+def _fetch_from_hub(repo_id: str, revision: str | None, allow_pickle: bool, processor_files: tuple[str, ...]) -> Path:
+    """The local snapshot of a hub checkpoint at ``revision`` (None: the default branch): from the
+    cache, else downloaded (config, the task's processor files, weights of an allowed format only).
+    Raises CandidateUnusable with the reason it cannot be had."""
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise CandidateUnusable(f"not a local directory and not a valid Hugging Face hub id: {repo_id!r}") from None
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError) or a broken cache entry: ask the hub below
-        pass
+    cached = cached_hub_snapshot(repo_id, revision)
+    if cached is not None:
+        return cached
+    named = repo_id if revision is None else f"{repo_id} at revision {revision!r}"
     if hub_offline():
         raise CandidateUnusable(
-            f"hub id {repo_id} not reachable offline (HF_HUB_OFFLINE is set) and not in the local Hugging Face cache"
+            f"hub id {named} not reachable offline (HF_HUB_OFFLINE is set) and not in the local Hugging Face cache"
         )
     try:
-        info = HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_SECONDS)
+        info = HfApi().model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_SECONDS)
+    except RevisionNotFoundError:
+        raise CandidateUnusable(f"hub id {repo_id} has no revision {revision!r} (branch, tag or commit)") from None
     except GatedRepoError:
         raise CandidateUnusable(f"hub id {repo_id} is gated: accept its terms and log in (hf auth login)") from None
     except RepositoryNotFoundError:
@@ -147,9 +156,11 @@ def _fetch_from_hub(repo_id: str, allow_pickle: bool, processor_files: tuple[str
     weights = _weights_format(names, allow_pickle)
     wanted = [n for n in names if n.endswith(".json") or n in processor_files or _matches(n, weights.patterns)]
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=wanted))
+        # By name, not by info.sha: the cache then records the ref (refs/<revision>), which later
+        # look-ups of the same spec (training, lineage) resolve offline.
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=wanted))
     except Exception as error:
-        raise CandidateUnusable(f"hub id {repo_id}: download failed ({first_line(error)})") from None
+        raise CandidateUnusable(f"hub id {named}: download failed ({first_line(error)})") from None
 
 
 @dataclass(frozen=True)

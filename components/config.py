@@ -442,6 +442,20 @@ class MonitoringConfig(Section):
     retrain_cron: str = Field("0 3 * * 1", min_length=9, description="retrain deployment schedule (UTC)")
 
 
+class TrackingConfig(Section):
+    """Experiment tracking and model registry (docs/tracking.md). Used only when the environment
+    names a tracking server (``MLFLOW_TRACKING_URI``, MLflow's own convention); without it nothing
+    is logged."""
+
+    experiment: str = Field("tuneops", min_length=1, description="MLflow experiment the runs go to")
+    tags: dict[str, str] = Field(default_factory=dict, description="extra tags set on every tracked run")
+    registered_model: str = Field(
+        "tuneops-classifier", min_length=1, description="registered model each packaged model becomes a version of"
+    )
+    # A tracking server that is down must cost a run seconds, not MLflow's default of minutes of retries.
+    request_timeout_s: float = Field(10.0, gt=0, le=600, description="per request to the tracking server")
+
+
 class PipelineConfig(Section):
     """Every setting of a tuneops run. ``PipelineConfig()`` is the embedded demo."""
 
@@ -454,6 +468,7 @@ class PipelineConfig(Section):
     gate: GateConfig = Field(default_factory=GateConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _defaults_for_task_and_data(self) -> "PipelineConfig":

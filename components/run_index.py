@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from tuneops.components.pages import render_page
+from tuneops.components.pages import INDEX, nav_links, render_page
 
 
 # The shared page classes (components/page.html.j2) for each status a run or stage can have.
@@ -69,4 +69,6 @@ def render_index(summary: dict[str, Any], lineage: dict[str, Any]) -> str:
 {'<h2>Warnings</h2><ul>' + warnings + '</ul>' if warnings else ''}
 <p><a href="summary.json">summary.json</a> · <a href="lineage.json">lineage.json</a> · <a href="config.yaml">config.yaml</a></p>
 """
-    return render_page(f"Run {summary['run_id']}: {status}", body, width="60rem")
+    # The hub's nav bar: the known pages the run record has registered so far.
+    nav = nav_links(INDEX, [report["path"] for report in summary["reports"]])
+    return render_page(f"Run {summary['run_id']}: {status}", body, width="60rem", nav=nav)

@@ -217,13 +217,16 @@ class RunRecord:
 
     def release_metadata(self, metrics: dict[str, Any], labels: list[str], promote: bool) -> dict[str, Any]:
         """The lineage a packaged model carries: which run, data, config, code and base checkpoint
-        made it, its test metrics and the gate's verdict (``registry.package_model`` stores it)."""
+        (and its exact revision) made it, its test metrics and the gate's verdict
+        (``registry.package_model`` stores it)."""
         return {
             "run_id": self.run_id,
             "metrics": metrics,
             "data_fingerprint": self.lineage.get("data_fingerprint"),
             "config_hash": self.lineage["config_hash"],
             "base_checkpoint": self.lineage.get("base_checkpoint"),
+            # None (dropped from the store's metadata) when the checkpoint could not be pinned.
+            "base_checkpoint_revision": self.lineage.get("base_checkpoint_revision"),
             "labels": list(labels),
             "code_version": self.lineage["code_version"],
             "gate": "promote" if promote else "reject",

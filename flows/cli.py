@@ -18,13 +18,15 @@ import typer
 from tuneops.components.errors import TuneopsError
 from tuneops.components.paths import configure_environment
 from tuneops.flows.api import prepare_environment
+from tuneops.flows.cli_output import Output, output_option, print_json
 
 app = typer.Typer(
     name="tuneops",
     help="Fine-tune pretrained models into served, monitored, regularly retrained models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell.
+    add_completion=True,
 )
 
 _state = {"debug": False}
@@ -33,9 +35,33 @@ ConfigOption = typer.Option(None, "--config", "-c", help="YAML config; unset = t
 SetOption = typer.Option(None, "--set", help="Override one key: section.key=value (repeatable).")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib import metadata
+
+        typer.echo(f"tuneops {metadata.version('tuneops')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs.")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs (also after the command)."),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
     _state["debug"] = debug
+
+
+# Options of the whole program that a command line may also give after the command
+# (`tuneops run --debug`): click only parses them before it, so they are moved there.
+GLOBAL_FLAGS = ("--debug",)
+
+
+def global_flags_first(arguments: list[str]) -> list[str]:
+    """``arguments`` with every GLOBAL_FLAGS entry moved in front of the command (none after a
+    ``--``, which ends the options)."""
+    end = arguments.index("--") if "--" in arguments else len(arguments)
+    flags = [argument for argument in arguments[:end] if argument in GLOBAL_FLAGS]
+    rest = [argument for argument in arguments[:end] if argument not in GLOBAL_FLAGS]
+    return [*dict.fromkeys(flags), *rest, *arguments[end:]]
 
 
 def guarded(command: Callable[[], int | None]) -> None:
@@ -50,6 +76,11 @@ def guarded(command: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         code = 130
+    except BrokenPipeError:
+        # The reader stopped reading (`tuneops config schema | head`): not an error of ours. Later
+        # writes (the interpreter's flush at exit) go nowhere instead of failing again.
+        sys.stdout = open(os.devnull, "w")
+        code = 0
     except Exception as error:  # a stage failing unexpectedly: still one line, the detail under --debug
         if _state["debug"]:
             traceback.print_exc()
@@ -81,6 +112,7 @@ def run(
     overrides: Optional[list[str]] = SetOption,
     resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
                                          help="Continue an interrupted or failed run, with the config it started with."),
+    output: Output = output_option(),
 ) -> None:
     """Run the whole training pipeline as one Prefect flow and print where its record is."""
 
@@ -98,45 +130,20 @@ def run(
             summary = run_training(loaded, run_id=resume, resume=resume is not None)
         finally:
             reporter.close()
-        _print_summary(summary)
+        if output == Output.json:
+            print_json(summary)
+        else:
+            from tuneops.flows.run_summary import print_summary
+
+            print_summary(summary)
         return 0
 
     guarded(body)
 
 
-def _print_summary(summary: dict) -> None:
-    from rich.console import Console
-
-    from tuneops.components.config import IMAGE_TASK
-    from tuneops.components.paths import run_dir
-
-    console = Console(soft_wrap=True)  # whole lines: logs and greps read them
-    metrics = summary.get("metrics") or {}
-    shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("accuracy", "macro_f1") if k in metrics)
-    console.print(f"run {summary['run_id']}: [bold]{summary['status']}[/bold] ({shown})")
-    for reason in (summary.get("gate") or {}).get("reasons", []):
-        console.print(f"  - {reason}", markup=False)  # reasons quote data, which may hold brackets
-    throughput = (summary.get("training") or {}).get("throughput") or {}
-    if throughput and summary.get("task") == IMAGE_TASK:  # images have no tokens
-        console.print(f"fine-tune: {throughput['samples_per_second']:,.0f} images/s on {throughput['device']} "
-                      f"({throughput['precision']})")
-    elif throughput:
-        console.print(f"fine-tune: {throughput['real_tokens_per_second']:,.0f} real tokens/s on {throughput['device']} "
-                      f"({throughput['precision']}), padding efficiency {throughput['padding_efficiency']:.2f}")
-    recipe = summary.get("recipe") or []
-    if recipe:
-        decided = ", ".join(f"{c['setting'].split('.', 1)[1]}={c['value']}" + ("" if c["source"] == "config" else
-                            f" ({c['source']})") for c in recipe)
-        console.print(f"recipe: {decided}", markup=False)
-    if summary.get("peak_rss_mib"):
-        console.print(f"peak memory: {summary['peak_rss_mib'] / 1024:.2f} GiB RSS")
-    if summary.get("model_tag"):
-        console.print(f"model: {summary['model_tag']}")
-    console.print(f"report: {run_dir(summary['run_id']) / 'index.html'}")
-
-
 @app.command()
-def validate(config: Optional[Path] = ConfigOption, overrides: Optional[list[str]] = SetOption) -> None:
+def validate(config: Optional[Path] = ConfigOption, overrides: Optional[list[str]] = SetOption,
+             output: Output = output_option()) -> None:
     """Validate the configured data with Great Expectations and print the summary."""
 
     def body() -> int:
@@ -148,7 +155,7 @@ def validate(config: Optional[Path] = ConfigOption, overrides: Optional[list[str
         from tuneops.components.paths import tuneops_home
         from tuneops.flows.validate_command import run_validate
 
-        return run_validate(loaded, tuneops_home() / "validations" / new_run_id())
+        return run_validate(loaded, tuneops_home() / "validations" / new_run_id(), output == Output.json)
 
     guarded(body)
 
@@ -194,14 +201,14 @@ def down() -> None:
 
 
 @app.command()
-def status() -> None:
+def status(output: Output = output_option()) -> None:
     """Say which parts of the local stack run, with their URLs."""
 
     def body() -> int:
         configure_environment()
         from tuneops.components.stack.supervisor import run_status
 
-        return run_status()
+        return run_status(as_json=output == Output.json)
 
     guarded(body)
 
@@ -233,6 +240,7 @@ def monitor(
     config: Optional[Path] = ConfigOption,
     overrides: Optional[list[str]] = SetOption,
     trigger: bool = typer.Option(True, help="Start the retrain deployment when retraining is due."),
+    output: Output = output_option(),
 ) -> None:
     """Check the traffic since the last check for drift now; retrain if it is due."""
 
@@ -243,12 +251,63 @@ def monitor(
         _configure_logging()
         from tuneops.flows.monitor_flow import run_monitor
 
-        return run_monitor(str(config) if config else None, list(overrides or []), trigger)
+        return run_monitor(str(config) if config else None, list(overrides or []), trigger, output == Output.json)
 
     guarded(body)
 
 
-# models, promote, rollback, serve, bento (issue 7): flows/model_commands.py
+config_app = typer.Typer(help="The config: its JSON Schema, or the effective config after --set.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the whole config (every section and key, with types, defaults, limits)."""
+
+    def body() -> int:
+        from tuneops.components.config import PipelineConfig
+
+        print_json(PipelineConfig.model_json_schema())
+        return 0
+
+    guarded(body)
+
+
+@config_app.command("reference")
+def config_reference_command() -> None:
+    """Print every config key as a Markdown reference (docs/config.md is this)."""
+
+    def body() -> int:
+        from tuneops.components.config import PipelineConfig
+        from tuneops.flows.config_reference import config_reference
+
+        sys.stdout.write(config_reference(PipelineConfig.model_json_schema(), PipelineConfig().model_dump(mode="json")))
+        return 0
+
+    guarded(body)
+
+
+@config_app.command("show")
+def config_show(config: Optional[Path] = ConfigOption, overrides: Optional[list[str]] = SetOption,
+                output: Output = output_option()) -> None:
+    """Print the effective config: the file (or the embedded defaults) with every --set applied, validated."""
+
+    def body() -> int:
+        from tuneops.components.config import load_config
+
+        loaded = load_config(config, overrides)
+        if output == Output.json:
+            print_json(loaded.model_dump(mode="json"))
+        else:
+            import yaml
+
+            typer.echo(yaml.safe_dump(loaded.model_dump(mode="json"), sort_keys=False), nl=False)
+        return 0
+
+    guarded(body)
+
+
+# models, promote, rollback, runs, serve, bento: flows/model_commands.py
 from tuneops.flows.model_commands import register as _register_model_commands  # noqa: E402
 
 _register_model_commands(app, guarded)
@@ -256,7 +315,7 @@ _register_model_commands(app, guarded)
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=global_flags_first(sys.argv[1:]), prog_name="tuneops")
 
 
 if __name__ == "__main__":

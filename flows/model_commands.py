@@ -9,7 +9,6 @@ started ``tuneops serve`` can stop the server by that pid).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -19,6 +18,7 @@ from typing import Callable, Optional
 import typer
 
 from tuneops.components.errors import ConfigError, StageError
+from tuneops.flows.cli_output import Output, output_option, print_json
 
 
 def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], None]) -> None:
@@ -26,11 +26,11 @@ def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], Non
 
     @app.command("models")
     def models_command(
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        output: Output = output_option(),
         clean: bool = typer.Option(False, "--clean", help="First delete partial entries (saves cut short by a crash)."),
     ) -> None:
         """List packaged models, newest first, with their metrics; * marks the champion."""
-        guarded(lambda: list_models(as_json, clean))
+        guarded(lambda: list_models(output == Output.json, clean))
 
     @app.command("promote")
     def promote_command(tag: str = typer.Argument(..., help="Model tag (name:version or version).")) -> None:
@@ -42,10 +42,21 @@ def register(app: typer.Typer, guarded: Callable[[Callable[[], int | None]], Non
         """Make the previous champion the champion again."""
         guarded(rollback)
 
-    @app.command("runs")
-    def runs_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    runs_app = typer.Typer(help="Training runs: `tuneops runs` lists them, `tuneops runs show ID` shows one.",
+                           no_args_is_help=False)
+    app.add_typer(runs_app, name="runs")
+
+    @runs_app.callback(invoke_without_command=True)
+    def runs_command(context: typer.Context, output: Output = output_option()) -> None:
         """List training runs, newest first, with their status (a killed run shows as interrupted)."""
-        guarded(lambda: list_runs(as_json))
+        if context.invoked_subcommand is None:
+            guarded(lambda: list_runs(output == Output.json))
+
+    @runs_app.command("show")
+    def runs_show_command(run_id: str = typer.Argument(..., metavar="RUN_ID", help="A run id from `tuneops runs`."),
+                          output: Output = output_option()) -> None:
+        """One run's summary: status, metrics, the gate's reasons, stages, model and record."""
+        guarded(lambda: show_run(run_id, output == Output.json))
 
     @app.command("serve")
     def serve_command(
@@ -81,7 +92,7 @@ def list_models(as_json: bool = False, clean: bool = False) -> int:
                    "`tuneops models --clean` removes it", err=True)
     releases = registry.list_models()
     if as_json:
-        typer.echo(json.dumps([release.to_json() for release in releases], indent=2))
+        print_json([release.to_json() for release in releases])
         return 0
     if not releases:
         typer.echo("no packaged models yet; `tuneops run` packages one")
@@ -119,6 +130,7 @@ def promote(tag: str) -> int:
         typer.echo(f"{release.tag} is already the champion")
     else:
         typer.echo(f"champion: {release.tag}" + (f" (was {before})" if before else ""))
+    _follow_in_tracking(release.tag)
     return 0
 
 
@@ -128,7 +140,18 @@ def rollback() -> int:
 
     release = registry.rollback()
     typer.echo(f"champion: {release.tag} (rolled back from {release.previous_champion})")
+    _follow_in_tracking(release.tag)
     return 0
+
+
+def _follow_in_tracking(tag: str) -> None:
+    """Move the MLflow ``champion`` alias after the pointer (when MLFLOW_TRACKING_URI is set). The
+    pointer is what serving follows, so a failure here is a warning, not a failed promotion."""
+    from tuneops.components.tracking import move_champion_alias
+
+    warning = move_champion_alias(tag)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def list_runs(as_json: bool = False) -> int:
@@ -137,7 +160,7 @@ def list_runs(as_json: bool = False) -> int:
 
     summaries = run_summaries()
     if as_json:
-        typer.echo(json.dumps(summaries, indent=2))
+        print_json(summaries)
         return 0
     if not summaries:
         typer.echo("no runs yet; `tuneops run` starts one")
@@ -154,6 +177,25 @@ def list_runs(as_json: bool = False) -> int:
         table.add_row(summary["run_id"], str(summary.get("status")), str(summary.get("started_at") or "-"),
                       str(summary.get("model_tag") or "-"), Text(str(summary.get("error") or "")))
     Console(width=None if sys.stdout.isatty() else 240).print(table)
+    return 0
+
+
+def show_run(run_id: str, as_json: bool = False) -> int:
+    """Print one run's summary (summary.json, its status judged) for people, or as JSON."""
+    from tuneops.components.run_record import read_summary
+
+    summary = read_summary(run_id)
+    if as_json:
+        print_json(summary)
+        return 0
+    from tuneops.flows.run_summary import print_summary
+
+    print_summary(summary)
+    stages = summary.get("stages") or {}
+    typer.echo("stages: " + ", ".join(f"{name} {entry.get('status')} ({entry.get('seconds', 0):.0f} s)"
+                                      for name, entry in stages.items()))
+    if summary.get("error"):
+        typer.echo(f"error: {summary['error']}")
     return 0
 
 

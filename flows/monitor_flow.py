@@ -196,8 +196,9 @@ def _report_lines(result: dict[str, Any]) -> list[str]:
     return [*result["reasons"], *feedback_note, *result["notes"]]
 
 
-def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: bool) -> int:
-    """``tuneops monitor``: one monitor run now (on the stack's Prefect server when it is up)."""
+def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: bool, as_json: bool = False) -> int:
+    """``tuneops monitor``: one monitor run now (on the stack's Prefect server when it is up);
+    ``as_json`` prints its result as one JSON document instead."""
     from tuneops.flows.prefect_server import prefect_api
 
     if config_path:
@@ -207,6 +208,11 @@ def run_monitor(config_path: str | None, overrides: list[str], trigger_retrain: 
     # no retrain deployment exists: the report then says retraining is due.
     with prefect_api():
         result = monitor_pipeline(config_path=config_path, overrides=list(overrides), trigger_retrain=trigger_retrain)
+    if as_json:
+        from tuneops.flows.cli_output import print_json
+
+        print_json(result)
+        return 0
     drift = "n/a" if result["drift_share"] is None else f"{result['drift_share']:.2f}"
     print(f"monitor {result['run_id']}: {result['status']}, {result['rows']} predictions, drift share {drift}")
     for line in _report_lines(result):

@@ -18,15 +18,17 @@ from prefect import task as prefect_task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
-from prefect.states import Failed
+from prefect.states import Failed, State
 
 from tuneops.components import registry
+from tuneops.components.checkpoints import checkpoint_revision
 from tuneops.components.config import PipelineConfig
 from tuneops.components.data.loading import DatasetSplits, as_validated, load_data
 from tuneops.components.errors import TuneopsError, ValidationBlocked
 from tuneops.components.evaluation.evaluate import evaluate
 from tuneops.components.evaluation.floor import score_floor
 from tuneops.components.evaluation.gate import GateCheck, decide
+from tuneops.components.model_card import split_label_counts, write_model_card
 from tuneops.components.monitoring.reference import reference_sample
 from tuneops.components.paths import demo_dir
 from tuneops.components.predictor import Predictor
@@ -34,6 +36,7 @@ from tuneops.components.run_record import RunRecord, interruption_message, is_in
 from tuneops.components.selection.select import select_model
 from tuneops.components.tasks.base import Task
 from tuneops.components.tasks.registry import get_task
+from tuneops.components.tracking import RunTracking
 from tuneops.components.training.finetune import finetune
 from tuneops.components.training.search import SEARCH_PAGE
 from tuneops.components.validation.validate import blocking_message, validate_data
@@ -70,7 +73,7 @@ def finetune_task(splits: DatasetSplits, checkpoint: str, config: PipelineConfig
 
 @prefect_task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(predictor: Predictor, splits: DatasetSplits, config: PipelineConfig, output_dir: Path):
-    return evaluate(predictor, splits, config.evaluation, output_dir)
+    return evaluate(predictor, splits, config.evaluation, output_dir, max_fairness_gap=config.gate.max_fairness_gap)
 
 
 @prefect_task(name="score-baseline", cache_policy=NO_CACHE)
@@ -120,9 +123,37 @@ def train_pipeline(config: PipelineConfig, run_id: str | None = None, resume: bo
     run_id = record.run_id
     logger = get_run_logger()
     logger.info("run %s: record in %s", run_id, record.run_dir)
+    tracking = RunTracking.start(config, run_id)  # None: MLFLOW_TRACKING_URI is not set
+    _note_tracking(record, tracking)
+    try:
+        failed = _recorded_run(config, task, record, resumed_choice, resume, tracking)
+    finally:
+        if tracking is not None:
+            # Last, so that the uploaded record is the finished one.
+            tracking.finish(record.run_dir, record.status)
+            _note_tracking(record, tracking)
+    return failed if failed is not None else record.summary()
+
+
+def _note_tracking(record: RunRecord, tracking: RunTracking | None) -> None:
+    """Say in the run record where the run is tracked, and whether tracking failed."""
+    if tracking is None:
+        return
+    record.fields["tracking"] = tracking.to_json()
+    if tracking.error is not None and tracking.error not in record.warnings:
+        record.warnings.append(tracking.error)
+    record.write()
+
+
+def _recorded_run(config: PipelineConfig, task: Task, record: RunRecord, resumed_choice: str | None, resume: bool,
+                  tracking: RunTracking | None) -> State | None:
+    """Run the stages and record how they ended: None when they finished (promoted or rejected),
+    a Failed state for a user-fixable error; anything else is raised on."""
+    logger = get_run_logger()
+    run_id = record.run_id
     with _sigterm_noted() as sigterm:
         try:
-            _run_stages(config, task, record, resumed_choice, resume)
+            _run_stages(config, task, record, resumed_choice, resume, tracking)
         except TuneopsError as error:
             # A problem the user can act on: the flow run ends Failed with the one-line message, and
             # the caller gets the error back, without Prefect logging a traceback for it.
@@ -139,7 +170,7 @@ def train_pipeline(config: PipelineConfig, run_id: str | None = None, resume: bo
             else:
                 record.finish("failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
             raise
-    return record.summary()
+    return None
 
 
 @contextlib.contextmanager
@@ -172,7 +203,7 @@ def _sigterm_noted() -> Iterator[list[int]]:
 
 
 def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_choice: str | None,
-                resume: bool) -> None:
+                resume: bool, tracking: RunTracking | None) -> None:
     reporter = progress.current()
     directory = record.run_dir
 
@@ -192,6 +223,7 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
         # Later runs must keep the champion's label set, unless the config declares a new one.
         previous_labels = Predictor.read_manifest(champion_dir)["labels"] if champion_dir else None
         report = validate_task(splits, config, directory / "validation", previous_labels, task)
+        record.add_report("Data validation summary", report.summary_html_path, "validate")
         record.add_report("Data validation (Great Expectations data docs)", report.html_path, "validate")
         record.add_report("Data validation result (JSON)", report.json_path, "validate")
         record.warnings.extend(report.warnings_lines())
@@ -210,6 +242,8 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
             chosen = choice.chosen
         record.fields["base_checkpoint"] = chosen
         record.lineage["base_checkpoint"] = chosen
+        # Which exact weights: a hub commit, a package version or a content hash (None: unpinnable).
+        record.lineage["base_checkpoint_revision"] = checkpoint_revision(chosen, champion_dir)
 
     with stage("finetune") as entry:
         trained = finetune_task(splits, chosen, config, directory / "model", champion_dir, resume, task)
@@ -228,6 +262,8 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
             record.add_report("Hyperparameter search", trained.path / SEARCH_PAGE, "finetune")
         for name in ("learning_curve.png", "learning_curve.csv"):
             record.add_report(f"Learning curve ({name.rsplit('.', 1)[1]})", trained.path / name, "finetune")
+    if tracking is not None:
+        tracking.log_history(trained.history)
 
     with stage("evaluate"):
         # Loaded once: evaluation and the reference sample for monitoring score with the same model.
@@ -244,7 +280,11 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
             record.fields["champion"] = {"tag": champion.tag if champion else None,
                                          "metrics": champion_report.metrics}
         baseline_metrics = baseline_task(splits, task, config.evaluation.calibration_bins)
-        record.fields["baseline_metrics"] = baseline_metrics
+        # The floor's per-row predictions serve the gate's paired comparison; the record keeps its figures.
+        record.fields["baseline_metrics"] = {key: value for key, value in baseline_metrics.items()
+                                             if key != "predictions"}
+    if tracking is not None:
+        tracking.log_test(challenger.metrics, challenger.intervals)
 
     with stage("gate"):
         decision = gate_task(challenger, champion_report, baseline_metrics, config)
@@ -255,6 +295,9 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
 
     with stage("package"):
         metadata = record.release_metadata(challenger.metrics, splits.labels, decision.promote)
+        # In the model's folder before packaging, so the card is checksummed with the other files.
+        write_model_card(trained.path, record.summary(), record.lineage, challenger.to_json(),
+                         split_label_counts(splits))
         release = package_task(trained.path, metadata, reference_task(splits.train, challenger_model, config))
         record.fields["model_tag"] = str(release.tag)
 
@@ -275,6 +318,13 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
     else:
         record.skip("infra_validate", "the gate rejected the model" if not decision.promote
                     else "gate.infra_validation.enabled is false")
+    if tracking is not None:
+        tracking.log_gate(decision.promote, decision.metric)
+        if record.fields["model_tag"] is not None:  # a model that failed infra validation was removed
+            tracking.register(release.path, str(release.tag), decision.promote)
     if decision.promote:
         registry.set_champion(str(release.tag))
+        if tracking is not None:
+            tracking.set_champion()
+    _note_tracking(record, tracking)
     record.finish("promoted" if decision.promote else "rejected")

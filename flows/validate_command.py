@@ -17,8 +17,9 @@ from tuneops.components.tasks.registry import get_task
 from tuneops.components.validation.validate import ValidationReport, validate_data
 
 
-def run_validate(config: PipelineConfig, output_dir: Path) -> int:
-    """Validate the data of ``config`` into ``output_dir`` and print the summary.
+def run_validate(config: PipelineConfig, output_dir: Path, as_json: bool = False) -> int:
+    """Validate the data of ``config`` into ``output_dir`` and print the summary (``as_json``: the
+    whole report, as the run record's validation JSON holds it).
 
     Returns the exit code: 0 when no blocking expectation failed (or ``validation.on_failure``
     is ``warn``), 1 when validation blocks. Unreadable data raises DataError / ConfigError,
@@ -27,7 +28,12 @@ def run_validate(config: PipelineConfig, output_dir: Path) -> int:
     task = get_task(config.task)
     splits = load_data(config.data, demo_dir(), task)
     report = validate_data(splits, config.validation, output_dir, champion_labels(), task)
-    print_report(report)
+    if as_json:
+        from tuneops.flows.cli_output import print_json
+
+        print_json(report.model_dump(mode="json"))
+    else:
+        print_report(report)
     if not report.passed and config.validation.on_failure == "block":
         return 1
     return 0

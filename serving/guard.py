@@ -3,7 +3,8 @@ cap, readiness (``/readyz``, and a 503 for ``/classify`` while no model is serve
 turned into the JSON request (image models), and 400 answers rewritten so their ``error`` says
 what is wrong.
 
-Health, readiness and metrics stay open (probes and Prometheus scrapers carry no token); every
+Health, readiness and metrics stay open (probes and Prometheus scrapers carry no token), and so
+does the API's description (``/``, ``/docs.json`` and its assets: serving/openapi.py); every
 other path needs ``Authorization: Bearer <token>`` when the variable named by
 ``serving.auth_token_env`` holds a token. The token is read when the server builds its app, in
 the serving process, never at import.
@@ -34,6 +35,7 @@ from tuneops.components.config import IMAGE_TASK, TEXT_TASK, ServingConfig
 from tuneops.components.request_context import REQUEST_ID
 from tuneops.serving.metrics import real_path, service_metrics
 from tuneops.serving.multipart import UploadProblem, file_parts, is_multipart, upload_to_json
+from tuneops.serving.openapi import DOCS_PAGE
 from tuneops.serving.schemas import Readiness
 
 Scope = dict[str, Any]
@@ -45,6 +47,9 @@ READY_PATH = "/readyz"
 # /readyz's reason before the worker's service instance exists (any other reason is a model that did not load).
 STARTING = "the service is starting"
 OPEN_PATHS = frozenset({"/healthz", "/livez", READY_PATH, "/metrics"})
+# The API's description (BentoML's index page with Swagger UI, the OpenAPI spec, their assets):
+# open too, so a person or a client generator can read how to call the service without a token.
+DOCS_PATHS, DOCS_PREFIX = frozenset({"/", "/docs.json"}), "/static_content/"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REASONS = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
             413: "too_large", 415: "unsupported_media_type"}
@@ -112,7 +117,10 @@ class RequestGuard:
         if scope["type"] == "http" and scope["path"] == READY_PATH and self.readiness is not None:
             await _ready_answer(send, self.readiness())
             return
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "http" and scope["path"] == "/" and scope.get("method") in ("GET", "HEAD"):
+            await _html(send, DOCS_PAGE)
+            return
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or _is_docs(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = {name.lower(): value for name, value in scope.get("headers", [])}
@@ -234,6 +242,10 @@ async def _ready_answer(send: Send, state: Readiness | None) -> None:
     await _json(send, 200, payload)
 
 
+def _is_docs(path: str) -> bool:
+    return path in DOCS_PATHS or path.startswith(DOCS_PREFIX)
+
+
 def _request_id(header: bytes | None) -> str:
     """The caller's X-Request-ID when it is a sane token (for tracing across services), else new."""
     if header:
@@ -342,6 +354,12 @@ def _shortened(message: str) -> str:
     if len(message) <= _MAX_PROBLEM_CHARS:
         return message
     return message[: _MAX_PROBLEM_CHARS - 3].rstrip() + "..."
+
+
+async def _html(send: Send, body: bytes) -> None:
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _json(send: Send, status: int, payload: dict, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:

@@ -38,6 +38,7 @@ from tuneops.components.paths import kept_inputs_dir, prediction_log_dir
 from tuneops.serving.guard import RequestGuard
 from tuneops.serving.metrics import BoundedPathLabels, service_metrics
 from tuneops.serving.model_holder import ModelHolder, served_task
+from tuneops.serving.openapi import with_guard_responses
 from tuneops.serving.schemas import ClassPrediction, Readiness
 from tuneops.serving.settings import pinned_model, serving_config_from_env
 
@@ -58,10 +59,16 @@ ClassifyRequest = TASK.request_model(CONFIG)
 class _BoundedLabelService(bentoml.Service):
     """BentoML's service whose served app is wrapped in BoundedPathLabels (serving/metrics.py):
     BentoML's middleware, its metrics among them, sits inside the app it builds, so only a layer
-    around the whole app can bound what they see. ``service_class`` is BentoML's hook for this."""
+    around the whole app can bound what they see. ``service_class`` is BentoML's hook for this.
+    Its OpenAPI spec also lists the guard's answers (serving/openapi.py)."""
 
     def to_asgi(self, is_main: bool = True) -> Any:
         return BoundedPathLabels(super().to_asgi(is_main))
+
+    @property
+    def openapi_spec(self) -> Any:
+        # The guard's own answers (401, 413, 415, 503) belong in the published API too.
+        return with_guard_responses(super().openapi_spec)
 
 
 @bentoml.service(

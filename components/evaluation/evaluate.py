@@ -24,7 +24,7 @@ from tuneops.components.evaluation.drift import PREDICTION, DriftResult, compute
 from tuneops.components.evaluation.evidently_pages import write_bias_report, write_classification_report
 from tuneops.components.evaluation.fairness import assess_fairness
 from tuneops.components.evaluation.page import write_evaluation_page
-from tuneops.components.evaluation.plots import plot_confusion, plot_reliability
+from tuneops.components.evaluation.plots import plot_confusion, plot_reliability, reliability_table
 from tuneops.components.evaluation.report import EvaluationReport, SliceResult
 from tuneops.components.evaluation.slices import slice_metrics
 from tuneops.components.files import atomic_write_json
@@ -34,11 +34,13 @@ from tuneops.components.tasks.base import Task
 __all__ = ["EvaluationReport", "SliceResult", "evaluate", "evaluate_predictions"]
 
 
-def evaluate(predictor, splits: DatasetSplits, config: EvaluationConfig, output_dir: Path) -> EvaluationReport:
+def evaluate(predictor, splits: DatasetSplits, config: EvaluationConfig, output_dir: Path, *,
+             max_fairness_gap: float | None = None) -> EvaluationReport:
     """Score ``predictor`` on ``splits.test`` and write every evaluation report into ``output_dir``.
 
     The test inputs are scored once (probabilities and embeddings together); behavioural checks
-    reuse those answers, drift compares a training sample with the test split.
+    reuse those answers, drift compares a training sample with the test split. ``max_fairness_gap``
+    (``gate.max_fairness_gap``) is drawn as the limit on the fairness chart.
     Raises DataError when the test split is empty.
     """
     started = time.perf_counter()
@@ -71,7 +73,7 @@ def evaluate(predictor, splits: DatasetSplits, config: EvaluationConfig, output_
         test, probabilities, labels, splits.group_columns, config, output_dir, task,
         behavioural=behavioural, drift=drift, data_fingerprint=splits.fingerprint,
         model=str(predictor.manifest.get("base_checkpoint", "")),
-        started=started,
+        started=started, max_fairness_gap=max_fairness_gap,
     )
 
 
@@ -89,6 +91,7 @@ def evaluate_predictions(
     data_fingerprint: str = "",
     model: str = "",
     started: float | None = None,
+    max_fairness_gap: float | None = None,
 ) -> EvaluationReport:
     """Metrics, intervals, slices and fairness from given probabilities, plus every report file.
 
@@ -116,7 +119,9 @@ def evaluate_predictions(
         metrics=metrics, intervals=intervals, slices=slices, fairness=fairness,
         behavioural=list(behavioural or []), drift=drift, labels=all_labels, rows=len(truth),
         data_fingerprint=data_fingerprint, model=model, output_dir=output_dir,
-        min_slice_support=config.min_slice_support,
+        min_slice_support=config.min_slice_support, bootstrap_samples=config.bootstrap_samples, seed=config.seed,
+        max_fairness_gap=max_fairness_gap, y_true=y_true, y_pred=y_pred,
+        reliability=reliability_table(truth, full, bins),
     )
     if all_labels != list(labels):
         report.notes.append(f"test labels the model does not know: {', '.join(all_labels[len(labels):])} "

@@ -17,6 +17,12 @@ Checks, each a one-line reason naming the metric, slice or group and the numbers
 
 Both evaluation reports must come from the same test data: the champion is re-scored, never
 trusted from old numbers. A rejection is a normal outcome, not an error.
+
+The evidence (``comparison`` in gate.json, a table on gate.html): the gate metric, accuracy and
+macro / weighted F1 of the challenger, the champion and the floor, each with its 95% bootstrap
+interval, and the paired-bootstrap differences challenger - champion and challenger - floor: every
+model is scored on the same resamples of the same test rows (``metrics.paired_comparison``), so the
+interval is that of the difference itself, not of two numbers each with its own noise.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tuneops.components.config import GateConfig
 from tuneops.components.errors import StageError
 from tuneops.components.pages import html_table
 from tuneops.components.evaluation.report import EvaluationReport
 from tuneops.components.files import atomic_write_json
+from tuneops.components.metrics import paired_comparison
 from tuneops.components.pages import write_page
 
 
@@ -57,6 +66,8 @@ class PromotionDecision:
     baseline_value: float | None = None
     # The floor on this run's test rows, whenever its metrics were given (see ``_floor_summary``).
     floor: dict[str, Any] | None = None
+    # The paired-bootstrap table (see the module doc), or None when the reports kept no per-row predictions.
+    comparison: dict[str, Any] | None = None
     html_path: Path | None = None
     json_path: Path | None = None
 
@@ -73,6 +84,7 @@ class PromotionDecision:
             "champion": self.champion_value,
             "baseline": self.baseline_value,
             "floor": self.floor,
+            "comparison": self.comparison,
             "reasons": list(self.reasons),
             "checks": [asdict(check) for check in self.checks],
         }
@@ -99,7 +111,8 @@ class PromotionDecision:
         rows = [["PASS" if c.passed else "FAIL", c.name, c.message] for c in self.checks]
         table = html_table(["result", "check", "reason"], rows, ["ok" if c.passed else "bad" for c in self.checks])
         verdict = "promote" if self.promote else "reject"
-        body = f"<p>Metric: {html.escape(self.metric)}</p>{table}{_floor_html(self.floor)}"
+        body = (f"<p>Metric: {html.escape(self.metric)}</p>{table}{_comparison_html(self.comparison)}"
+                f"{_floor_html(self.floor)}")
         write_page(self.html_path, f"Gate: {verdict}", body)
         return self.html_path
 
@@ -131,7 +144,86 @@ def decide(
     promote, reasons = _verdict(checks)
     return PromotionDecision(promote=promote, reasons=reasons, checks=checks, metric=metric,
                              challenger_value=value, champion_value=champion_value, baseline_value=baseline_value,
-                             floor=_floor_summary(challenger, baseline_metrics, metric))
+                             floor=_floor_summary(challenger, baseline_metrics, metric),
+                             comparison=compare_models(challenger, champion, baseline_metrics, metric))
+
+
+# Compared on the gate page next to ``gate.metric`` (which comes first): the label metrics a
+# reviewer signs off on. Probability metrics (ROC-AUC, ECE) need the floor's probabilities too.
+_COMPARED = ("accuracy", "macro_f1", "weighted_f1")
+
+
+def compare_models(challenger: EvaluationReport, champion: EvaluationReport | None, baseline: dict | None,
+                   metric: str) -> dict[str, Any] | None:
+    """The paired comparison of the challenger with the champion and the floor on the same test rows.
+
+    Uses the reports' per-row predictions and the floor's ``predictions`` (``score_floor``), and the
+    challenger's bootstrap settings (``evaluation.bootstrap_samples`` and ``seed``). None when the
+    challenger's report kept no per-row predictions. Raises StageError when the champion's or the
+    floor's rows are not the challenger's.
+    """
+    if not challenger.y_pred:
+        return None
+    truth_labels = [str(label) for label in challenger.y_true]
+    models: dict[str, list[str]] = {"challenger": challenger.y_pred}
+    if champion is not None and champion.y_pred:
+        if [str(label) for label in champion.y_true] != truth_labels:
+            raise StageError("gate: the champion's test rows carry other labels than the challenger's (another "
+                             "split or row order); re-score it on this run's splits")
+        models["champion"] = champion.y_pred
+    floor = (baseline or {}).get("predictions")
+    if floor is not None:
+        if len(floor) != len(truth_labels):
+            raise StageError(f"gate: the floor predicted {len(floor)} test rows, the challenger "
+                             f"{len(truth_labels)}; score both on this run's test split")
+        models["floor"] = floor
+    labels = sorted(set(truth_labels).union(*(map(str, predicted) for predicted in models.values())))
+    index = {label: position for position, label in enumerate(labels)}
+    truth = np.array([index[label] for label in truth_labels])
+    predictions = {name: np.array([index[str(label)] for label in predicted]) for name, predicted in models.items()}
+    pairs = [("challenger", other) for other in ("champion", "floor") if other in models]
+    names = [metric, *(name for name in _COMPARED if name != metric)]
+    table = paired_comparison(truth, predictions, len(labels), names, pairs, challenger.bootstrap_samples,
+                              challenger.seed)
+    return {"rows": len(truth), "bootstrap_samples": challenger.bootstrap_samples, "seed": challenger.seed,
+            "models": list(models), "differences": [f"{a} - {b}" for a, b in pairs], "metrics": table}
+
+
+def _comparison_html(comparison: dict[str, Any] | None) -> str:
+    if not comparison:
+        return ""
+    columns = comparison["models"] + comparison["differences"]
+    rows, classes = [], []
+    for name, entry in comparison["metrics"].items():
+        row = [name]
+        for column in columns:
+            value, interval = entry[column]["value"], entry[column]["interval"]
+            signed = column in comparison["differences"]
+            row += [_number(value, signed), _interval_cell(interval, signed)]
+        rows.append(row)
+        # Green when every difference's interval lies above zero, red when one lies below it.
+        ends = [entry[d]["interval"] for d in comparison["differences"] if entry[d]["interval"]]
+        classes.append("bad" if any(high < 0 for _, high in ends) else
+                       "ok" if ends and all(low > 0 for low, _ in ends) else None)
+    headers = ["metric"] + [title for column in columns for title in (column, f"{column} 95% interval")]
+    table = html_table(headers, rows, classes, numeric=set(range(1, len(headers))))
+    samples = comparison["bootstrap_samples"]
+    how = (f"{samples} paired bootstrap resamples of the same {comparison['rows']} test rows for every model "
+           f"(seed {comparison['seed']}): a difference whose interval excludes 0 is more than resampling noise"
+           if samples else "no bootstrap resamples (evaluation.bootstrap_samples = 0): no intervals")
+    return f"<h2>Challenger, champion and floor on the same test rows</h2><p>{html.escape(how)}.</p>{table}"
+
+
+def _number(value: float | None, signed: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _interval_cell(interval: list[float] | None, signed: bool) -> str:
+    if not interval:
+        return "-"
+    return f"[{_number(interval[0], signed)}, {_number(interval[1], signed)}]"
 
 
 def _verdict(checks: list[GateCheck]) -> tuple[bool, list[str]]:

@@ -25,6 +25,9 @@ class SliceResult:
     accuracy: float | None
     macro_f1: float | None
     weighted_f1: float | None
+    # metric -> [low, high]: 95% bootstrap interval over resamples of the slice's own rows (empty
+    # with evaluation.bootstrap_samples = 0); the evaluation page draws it as the slice's error bar.
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -57,6 +60,17 @@ class EvaluationReport:
     confusion_png: Path | None = None
     reliability_png: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # The reliability diagram's bins as a table: lower / upper confidence, rows, accuracy, mean confidence.
+    reliability: list[dict[str, float]] = field(default_factory=list)
+    # The bootstrap the intervals came from, so the gate resamples the same way for its paired differences.
+    bootstrap_samples: int = 0
+    seed: int = 0
+    # gate.max_fairness_gap when the caller passed it: the line on the fairness chart (None: no line).
+    max_fairness_gap: float | None = None
+    # Per-row true and predicted labels in test-row order, for the gate's paired comparison. Kept in
+    # memory only (not in evaluation.json): a test split can have many rows.
+    y_true: list[str] = field(default_factory=list, repr=False)
+    y_pred: list[str] = field(default_factory=list, repr=False)
 
     @property
     def bias_html(self) -> Path | None:
@@ -92,6 +106,10 @@ class EvaluationReport:
             "intervals": self.intervals,
             "slices": [asdict(s) | {"name": s.name} for s in self.slices],
             "min_slice_support": self.min_slice_support,
+            "reliability": self.reliability,
+            "bootstrap_samples": self.bootstrap_samples,
+            "seed": self.seed,
+            "max_fairness_gap": self.max_fairness_gap,
             "fairness": self.fairness.to_json(),
             "behavioural": [b.to_json() for b in self.behavioural],
             "drift": self.drift.to_json() if self.drift else None,

@@ -9,9 +9,10 @@ the variable is passed through to the server as Prefect reads it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -238,10 +239,14 @@ def run_down() -> int:
     return 0
 
 
-def run_status() -> int:
-    """``tuneops status``: what runs, with URLs; exit 1 when a started service has died."""
+def run_status(as_json: bool = False) -> int:
+    """``tuneops status``: what runs, with URLs (``as_json``: one JSON list of the services);
+    exit 1 when a started service has died."""
     report = status()
-    _print_status(report)
+    if as_json:
+        print(json.dumps([asdict(entry) for entry in report], indent=2))
+    else:
+        _print_status(report)
     return 1 if any(entry.state == "stopped" for entry in report) else 0
 
 

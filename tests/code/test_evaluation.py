@@ -4,14 +4,17 @@ TF-IDF + logistic-regression classifier, and metrics checked against scikit-lear
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from tuneops.components.config import DataConfig, EvaluationConfig, validate_config
+from tuneops.components.config import DataConfig, EvaluationConfig, GateConfig, validate_config
 from tuneops.components.data.demo import generate_drifted_texts, generate_reviews
 from tuneops.components.data.loading import as_validated, load_data
 from tuneops.components.errors import ConfigError, DataError
@@ -20,8 +23,11 @@ from tuneops.components.evaluation.drift import compute_drift
 from tuneops.components.evaluation.evaluate import evaluate_predictions
 from tuneops.components.evaluation.fairness import assess_fairness
 from tuneops.components.evaluation.floor import score_floor
+from tuneops.components.evaluation.gate import decide
 from tuneops.components.metrics import (bootstrap_intervals, classification_metrics, expected_calibration_error,
                                         reliability_bins)
+from tuneops.components.pages import write_page
+from tuneops.components.run_index import render_index
 from tuneops.components.tasks.registry import get_task
 from tuneops.components.tasks.text.baseline import train_baseline
 from tuneops.components.tasks.text.descriptors import text_descriptors
@@ -356,3 +362,60 @@ def test_out_of_vocabulary_share_is_leave_one_out_on_the_reference():
     assert list(own["oov_share"]) == [0.5, 0.5, 1.0]
     other = text_descriptors(pd.Series(["good drone!!"]), reference_vocabulary=reference)
     assert other["oov_share"][0] == 0.5 and other["non_letter_share"][0] == pytest.approx(2 / 11)
+
+
+# --- the report's pictures and the run's navigation -----------------------------------------------
+
+
+def test_the_page_draws_slices_and_fairness_and_counts_the_reliability_bins(demo, tfidf, tmp_path):
+    probabilities = tfidf.predict_proba(demo.test["text"].tolist())
+    config = EvaluationConfig(bootstrap_samples=40, evidently_reports=False)
+    report = evaluate_predictions(demo.test, probabilities, tfidf.labels, demo.group_columns, config, tmp_path,
+                                  TEXT_TASK, max_fairness_gap=0.25)
+    page = report.html_path.read_text()
+    for chart in ("slice_chart", "fairness_chart"):
+        assert re.search(rf'<figure class="chart" id="{chart}"><img src="data:image/png;base64,[A-Za-z0-9+/=]{{500,}}"',
+                         page), chart
+    assert "fairness gaps per group column against gate.max_fairness_gap 0.25" in page
+    # Every slice has its interval, around its own value.
+    for piece in report.slices:
+        low, high = piece.intervals["macro_f1"]
+        assert low <= high and 0 <= low <= 1 and 0 <= high <= 1, piece.name
+    # The reliability bins, with their row counts, are on the page and in evaluation.json.
+    bins = report.reliability
+    assert sum(b["rows"] for b in bins) == len(demo.test)
+    assert [b["rows"] for b in bins] == list(reliability_bins(
+        np.array([report.labels.index(t) for t in report.y_true]), probabilities, config.calibration_bins)["count"])
+    for b in bins:
+        assert f'<td>{b["low"]:.2f}-{b["high"]:.2f}</td><td class="num">{b["rows"]}</td>' in page
+    assert json.loads(report.json_path.read_text())["reliability"] == bins
+
+
+def test_every_page_of_a_run_has_the_nav_and_nothing_from_outside(demo, tfidf, tmp_path):
+    run = tmp_path / "20260101-000000-abcdef"
+    run.mkdir()
+    (run / "summary.json").write_text("{}")  # a run record
+    write_page(run / "validation" / "summary.html", "Data validation: passed", "<p>checks</p>")
+    probabilities = tfidf.predict_proba(demo.test["text"].tolist())
+    config = EvaluationConfig(bootstrap_samples=10, evidently_reports=False)
+    report = evaluate_predictions(demo.test, probabilities, tfidf.labels, demo.group_columns, config,
+                                  run / "evaluation", TEXT_TASK)
+    decide(report, None, score_floor(demo, TEXT_TASK, 15), GateConfig()).save(run / "gate")
+    reports = [{"path": p, "title": p, "stage": "-"} for p in
+               ("validation/summary.html", "evaluation/evaluation.html", "gate/gate.html")]
+    (run / "index.html").write_text(render_index({"run_id": run.name, "status": "promoted", "stages": {},
+                                                  "reports": reports}, {}))
+    pages = {path.relative_to(run).as_posix(): path.read_text() for path in run.rglob("*.html")}
+    assert set(pages) == {"index.html", "validation/summary.html", "evaluation/evaluation.html", "gate/gate.html"}
+    external = re.compile(r'<(?:script|link|img)\b[^>]*\b(?:src|href)\s*=\s*["\']?\s*(?:https?:)?//', re.IGNORECASE)
+    for name, page in pages.items():
+        nav = re.search(r'<nav class="run-nav"[^>]*>(.*?)</nav>', page, re.DOTALL)
+        assert nav, name
+        links = set(re.findall(r'href="([^"]+)"', nav.group(1)))
+        folder = Path(name).parent
+        targets = {Path(os.path.normpath(folder / href)).as_posix() for href in links}
+        # Every page links the index and every other page of the run, the ones written after it too.
+        assert targets == set(pages) - {name}, name
+        assert 'aria-current="page">' in nav.group(1), name
+        assert not external.search(page), name
+        assert "http://" not in page and "https://" not in page, name

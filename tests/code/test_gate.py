@@ -209,3 +209,54 @@ def test_the_decision_is_saved_as_json_and_html(good, weak, tmp_path):
     assert json.loads(decision.json_path.read_text())["status"] == "rejected"
     assert "FAIL: macro_f1" in decision.to_markdown()
 
+
+
+# --- the evidence: paired-bootstrap comparison ---------------------------------------------------
+
+
+def test_identical_predictions_differ_by_exactly_zero(good):
+    decision = decide(good[1], good[1], None, GateConfig())
+    for name, entry in decision.comparison["metrics"].items():
+        assert entry["challenger - champion"] == {"value": 0.0, "interval": [0.0, 0.0]}, name
+        # The paired table's point values are the evaluation's own numbers.
+        assert entry["challenger"]["value"] == pytest.approx(good[1].metrics[name])
+
+
+def test_a_challenger_right_on_strictly_more_rows_has_a_positive_difference(good):
+    report = good[1]
+    right = [i for i, (t, p) in enumerate(zip(report.y_true, report.y_pred)) if t == p]
+    worse = list(report.y_pred)
+    for i in right[:30]:  # the champion misses 30 rows the challenger gets right, and nothing else differs
+        worse[i] = next(label for label in report.labels if label != report.y_true[i])
+    champion = replace(report, y_pred=worse)
+    accuracy = decide(report, champion, None, GateConfig()).comparison["metrics"]["accuracy"]["challenger - champion"]
+    assert accuracy["value"] == pytest.approx(30 / report.rows)
+    assert 0 < accuracy["interval"][0] <= accuracy["value"] <= accuracy["interval"][1]
+
+
+def test_the_comparison_table_is_in_gate_json_and_gate_html(good, weak, floor, tmp_path):
+    decision = decide(good[1], weak[1], floor, GateConfig())
+    comparison = decision.comparison
+    assert comparison["models"] == ["challenger", "champion", "floor"]
+    assert comparison["differences"] == ["challenger - champion", "challenger - floor"]
+    assert list(comparison["metrics"]) == ["macro_f1", "accuracy", "weighted_f1"]
+    macro = comparison["metrics"]["macro_f1"]
+    assert macro["champion"]["value"] == pytest.approx(weak[1].metrics["macro_f1"])
+    assert macro["floor"]["value"] == pytest.approx(floor["macro_f1"])
+    difference = macro["challenger - champion"]
+    assert difference["value"] == pytest.approx(good[1].metrics["macro_f1"] - weak[1].metrics["macro_f1"])
+    assert difference["interval"][0] > 0  # ~2,700 training rows against 60: clearly better
+    (tmp_path / "summary.json").write_text("{}")
+    page = decision.save(tmp_path / "gate").read_text()
+    saved = json.loads(decision.json_path.read_text())
+    assert saved["comparison"] == json.loads(json.dumps(comparison))
+    assert "<h2>Challenger, champion and floor on the same test rows</h2>" in page
+    assert "challenger - champion 95% interval" in page and "challenger - floor 95% interval" in page
+    low, high = difference["interval"]
+    assert f'<td class="num">[{low:+.3f}, {high:+.3f}]</td>' in page
+    assert f"{EVALUATION.bootstrap_samples} paired bootstrap resamples of the same {len(good[1].y_true)}" in page
+
+
+def test_a_floor_that_predicted_other_rows_is_refused(good, floor):
+    with pytest.raises(StageError, match="the floor predicted"):
+        decide(good[1], None, {**floor, "predictions": floor["predictions"][:-1]}, GateConfig())

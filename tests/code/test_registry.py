@@ -146,7 +146,7 @@ def test_partial_entries_are_left_out_reported_and_cleaned_but_a_build_in_progre
             assert result.exit_code == 0 and good.tag in result.stdout
             for path in (no_yaml, torn, abandoned):
                 assert f"ignored partial entry {path}" in result.stderr and path.name not in result.stdout
-            assert json.loads(runner.invoke(app, ["models", "--json"]).stdout)  # stdout stays JSON
+            assert json.loads(runner.invoke(app, ["models", "-o", "json"]).stdout)  # stdout stays JSON
             result = runner.invoke(app, ["models", "--clean"])
             assert result.exit_code == 0
             for path in (no_yaml, torn, abandoned):
@@ -321,7 +321,7 @@ def test_model_commands(tiny_model_dir: Path) -> None:
     assert result.exit_code == 0 and f"(was {first.tag})" in result.output
     result = runner.invoke(app, ["promote", second.tag])
     assert result.exit_code == 0 and result.output == f"{second.tag} is already the champion\n"
-    listed = json.loads(runner.invoke(app, ["models", "--json"]).output)
+    listed = json.loads(runner.invoke(app, ["models", "-o", "json"]).output)
     champions = [entry["tag"] for entry in listed if entry["is_champion"]]
     assert champions == [second.tag] and {first.tag, second.tag} <= {entry["tag"] for entry in listed}
     table = runner.invoke(app, ["models"]).output

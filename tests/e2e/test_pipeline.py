@@ -107,7 +107,7 @@ def test_a_model_that_does_not_serve_in_time_is_rejected_removed_and_not_promote
     assert "is too slow" in again.stdout
     assert json.loads((home / "champion.json").read_text())["tag"] == champion
     # The model that could not serve is not left in the store to be promoted by hand.
-    listing = tuneops("models", "--json", home=home, timeout=300)
+    listing = tuneops("models", "-o", "json", home=home, timeout=300)
     assert listing.returncode == 0, listing.stderr
     assert [model["tag"] for model in json.loads(listing.stdout)] == [champion]
     assert (run / "model" / "model.safetensors").is_file()

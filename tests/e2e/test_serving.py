@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -120,6 +121,22 @@ def test_without_or_with_a_wrong_token_is_401(server: Server) -> None:
         assert "bearer token" in response.json()["error"]
         assert response.headers["www-authenticate"].startswith("Bearer")
     assert httpx.post(url, json=payload, headers=AUTH, timeout=60).status_code == 200
+
+
+def test_the_openapi_page_is_open_and_lists_the_guards_answers(server: Server) -> None:
+    spec = httpx.get(f"{server.url}/docs.json", timeout=30)
+    assert spec.status_code == 200, spec.text[:500]
+    responses = spec.json()["paths"]["/classify"]["post"]["responses"]
+    assert {"200", "400", "401", "413", "503"} <= set(responses), sorted(responses)
+    assert "bearer token" in responses["401"]["description"]
+    # The page that draws it loads Swagger UI from the service itself, nothing from elsewhere.
+    index = httpx.get(f"{server.url}/", timeout=30)
+    assert index.status_code == 200 and "swagger-ui-bundle.js" in index.text
+    assert "http://" not in index.text and "https://" not in index.text
+    assets = re.findall(r'(?:src|href)="\./([^"]+)"', index.text)
+    assert assets and all(httpx.get(f"{server.url}/{asset}", timeout=30).status_code == 200 for asset in assets)
+    # The description is open; the API is not.
+    assert httpx.post(f"{server.url}/classify", json={"texts": ["x"]}, timeout=30).status_code == 401
 
 
 BAD_REQUESTS = [

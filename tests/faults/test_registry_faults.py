@@ -116,7 +116,7 @@ def pointer(home: Path) -> dict:
 
 
 def listed_models(home: Path) -> list[dict]:
-    listing = tuneops("models", "--json", home=home)
+    listing = tuneops("models", "-o", "json", home=home)
     assert listing.returncode == 0, listing.stderr
     return json.loads(listing.stdout)
 
@@ -152,7 +152,7 @@ def test_kill_9_mid_training_leaves_the_champion_and_the_registry_alone_and_the_
     assert written["status"] == "running" and written["stages"]["finetune"]["status"] == "running"
     assert (home / "champion.json").read_bytes() == before
     # Reading the record judges it: the process that wrote "running" is gone.
-    runs = json.loads(tuneops("runs", "--json", home=home).stdout)
+    runs = json.loads(tuneops("runs", "-o", "json", home=home).stdout)
     assert [(entry["run_id"], entry["status"]) for entry in runs] == [(run_dir.name, "interrupted")]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "ended before the run did" in summary["error"]
@@ -161,7 +161,7 @@ def test_kill_9_mid_training_leaves_the_champion_and_the_registry_alone_and_the_
 
     # The registry lists as before; resuming with another config, or by a path, is refused in one
     # line and changes nothing. (Three processes at once: they only read.)
-    commands = {"models": ["models", "--json"],
+    commands = {"models": ["models", "-o", "json"],
                 "changed": ["run", *TINY_RUN, "--set", "training.max_steps=41", "--resume", run_dir.name],
                 "by_path": ["run", *TINY_RUN, "--resume", f"../../{home.name}/runs/{run_dir.name}"]}
     started = {name: subprocess.Popen([sys.executable, "-m", "tuneops.flows.cli", *args], stdout=subprocess.PIPE,
