@@ -76,6 +76,9 @@ def champion_version(url: str) -> str:
     return api(url, "registered-models/alias", name=MODEL_NAME, alias="champion")["model_version"]["version"]
 
 
+# Two tiny runs and four CLI calls against a real server (about 85 s): with the slow runs, which
+# `.ci/run` runs too, to keep the default suite well inside its time.
+@pytest.mark.slow
 def test_runs_are_tracked_and_the_champion_alias_follows_promotions(mlflow_url: str, tmp_path: Path) -> None:
     started = time.monotonic()
     first = tuneops("run", *TINY, "-o", "json", home=tmp_path, url=mlflow_url)
