@@ -46,17 +46,21 @@ def split_label_counts(splits) -> dict[str, dict[str, int]]:
 
 
 def write_model_card(directory: Path, summary: Mapping[str, Any], lineage: Mapping[str, Any],
-                     evaluation: Mapping[str, Any] | None, label_counts: Mapping[str, Mapping[str, int]]) -> Path:
+                     evaluation: Mapping[str, Any] | None, label_counts: Mapping[str, Mapping[str, int]],
+                     infra_validation: bool = True) -> Path:
     """Write ``README.md`` (``render_model_card``) into ``directory`` atomically; returns its path."""
-    return atomic_write_text(Path(directory) / CARD_FILE, render_model_card(summary, lineage, evaluation, label_counts))
+    card = render_model_card(summary, lineage, evaluation, label_counts, infra_validation=infra_validation)
+    return atomic_write_text(Path(directory) / CARD_FILE, card)
 
 
 def render_model_card(summary: Mapping[str, Any], lineage: Mapping[str, Any], evaluation: Mapping[str, Any] | None,
-                      label_counts: Mapping[str, Mapping[str, int]]) -> str:
+                      label_counts: Mapping[str, Mapping[str, int]], infra_validation: bool = True) -> str:
     """The model card of the run ``summary`` (``RunRecord.summary()``, gate included), with its
     ``lineage`` (``RunRecord.lineage``, ``base_checkpoint_revision`` included), the test
     ``evaluation`` (``EvaluationReport.to_json()``; None: only the summary's metrics) and the rows
-    per label of each split."""
+    per label of each split. ``infra_validation``: whether a promoted model is still to be served
+    by a real server before promotion (``gate.infra_validation.enabled``); the card is written
+    before that check, into the folder that is packaged."""
     evaluation = evaluation or {}
     metrics = evaluation.get("metrics") or summary.get("metrics") or {}
     sections = [
@@ -67,7 +71,7 @@ def render_model_card(summary: Mapping[str, Any], lineage: Mapping[str, Any], ev
         _training_data(summary, lineage, label_counts),
         _training_procedure(summary),
         _evaluation(metrics, evaluation),
-        _gate(summary.get("gate") or {}),
+        _gate(summary.get("gate") or {}, infra_validation),
         _lineage(summary, lineage),
     ]
     return "\n".join(sections)
@@ -222,7 +226,7 @@ def _fairness_headline(evaluation: Mapping[str, Any]) -> str:
     return "- Fairness: " + "; ".join(parts) + "."
 
 
-def _gate(gate: Mapping[str, Any]) -> str:
+def _gate(gate: Mapping[str, Any], infra_validation: bool) -> str:
     if not gate:
         return "## Gate decision\n\nNo gate decision was recorded.\n"
     verdict = "promote" if gate.get("promote") else "reject"
@@ -235,9 +239,11 @@ def _gate(gate: Mapping[str, Any]) -> str:
         lines += ["", "| check | passed | detail |", "| --- | --- | --- |"]
         lines += [f"| {check.get('name')} | {'yes' if check.get('passed') else 'no'} | {_cell(check.get('message') or '')} |"
                   for check in checks]
-    if not any(check.get("name") == "infra" for check in checks):
+    if gate.get("promote") and not any(check.get("name") == "infra" for check in checks):
         lines.append("\nInfrastructure validation (a real server answering test inputs) follows packaging; "
-                     "a model that fails it is removed from the store.")
+                     "a model that fails it is removed from the store." if infra_validation else
+                     "\nInfrastructure validation was off for this run (`gate.infra_validation.enabled: false`): "
+                     "the model was promoted on the checks above alone, without a real server answering test inputs.")
     return "\n".join(lines) + "\n"
 
 

@@ -33,8 +33,6 @@ from typing import Any
 import pandas as pd
 
 from tuneops.components import champion_pointer, model_store
-# Re-exported: the service and tests know the pointer by these registry names.
-from tuneops.components.champion_pointer import POINTER_FILE, pointer_path  # noqa: F401
 from tuneops.components.errors import ConfigError, StageError
 from tuneops.components.files import atomic_write_text, file_sha256, plain_json
 from tuneops.components.predictor import MANIFEST

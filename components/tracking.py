@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -144,6 +145,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@dataclass
+class RunOutcome:
+    """What a training run reached, filled in stage by stage, so that a run that stops part way
+    is tracked as far as it got (``RunTracking.finish``)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # the fine-tune's per-step values
+    test_metrics: dict[str, Any] | None = None
+    test_intervals: dict[str, list[float]] = field(default_factory=dict)
+    promote: bool | None = None  # the gate's final decision, infra validation included
+    gate_metric: str = ""
+    packaged: tuple[Path, str] | None = None  # (folder, tag) of the model left in the store
+    promoted: bool = False  # the champion pointer moved to it
+
+
 class RunTracking:
     """One training run's tracking: calls a ``Tracker``, never raises (see the module's docstring)."""
 
@@ -169,35 +184,21 @@ class RunTracking:
         tracking._call("log the config", lambda: tracker.log_params(flat_params(config)))
         return tracking
 
-    def log_history(self, history: list[dict[str, Any]]) -> None:
-        """The fine-tune's per-step curves (training loss, validation metrics at evaluation steps)."""
-        points = history_curves(history)
+    def log_outcome(self, outcome: RunOutcome) -> None:
+        """Log what the run reached: curves, test metrics, gate, the registered model version
+        and the champion alias."""
+        points = history_curves(outcome.history)
         if points:
             self._call("log the training curve", lambda: self.tracker.log_curve(points))
-
-    def log_test(self, metrics: dict[str, Any], intervals: dict[str, list[float]]) -> None:
-        """The challenger's test metrics with their intervals."""
-        self._call("log the test metrics", lambda: self.tracker.log_metrics(scored_metrics(metrics, intervals)))
-
-    def log_gate(self, promote: bool, metric: str) -> None:
-        """The gate's final decision, as a tag and as a 0/1 metric (to chart across runs)."""
-        self._call("log the gate decision", lambda: (
-            self.tracker.set_tags({"gate.decision": "promote" if promote else "reject", "gate.metric": metric}),
-            self.tracker.log_metrics({"gate_promote": 1.0 if promote else 0.0}),
-        ))
-
-    def register(self, model_dir: Path, bentoml_tag: str, promote: bool) -> None:
-        """Register the packaged model (its BentoML folder) as a version of ``registered_model``."""
-        tags = {BENTOML_TAG: bentoml_tag, "gate": "promote" if promote else "reject"}
-        self.model_version = self._call("register the model", lambda: self.tracker.register_model(
-            model_dir, self.config.registered_model, tags))
-
-    def set_champion(self) -> None:
-        """Point the ``champion`` alias at the version ``register`` made."""
-        if self.model_version is not None:
-            version = self.model_version
-            self._call("move the champion alias", lambda: self.tracker.set_alias(
-                self.config.registered_model, CHAMPION_ALIAS, version))
+        if outcome.test_metrics is not None:
+            metrics = scored_metrics(outcome.test_metrics, outcome.test_intervals)
+            self._call("log the test metrics", lambda: self.tracker.log_metrics(metrics))
+        if outcome.promote is not None:
+            self._log_gate(outcome.promote, outcome.gate_metric)
+        if outcome.packaged is not None:
+            self._register(*outcome.packaged, promote=bool(outcome.promote))
+            if outcome.promoted:
+                self._set_champion()
 
     def finish(self, run_dir: Path, status: str) -> None:
         """Upload the run record (summary, lineage, gate, index.html) and end the run."""
@@ -209,6 +210,25 @@ class RunTracking:
                 self._call("upload the run record",
                            lambda: self.tracker.log_artifacts(run_dir / name, f"{RECORD_ARTIFACTS}/{name}"))
         self._call("end the run", lambda: self.tracker.end_run(status))
+
+    def _log_gate(self, promote: bool, metric: str) -> None:
+        # A tag and a 0/1 metric (to chart decisions across runs).
+        self._call("log the gate decision", lambda: (
+            self.tracker.set_tags({"gate.decision": "promote" if promote else "reject", "gate.metric": metric}),
+            self.tracker.log_metrics({"gate_promote": 1.0 if promote else 0.0}),
+        ))
+
+    def _register(self, model_dir: Path, bentoml_tag: str, promote: bool) -> None:
+        # The packaged model (its BentoML folder) becomes a version of ``registered_model``.
+        tags = {BENTOML_TAG: bentoml_tag, "gate": "promote" if promote else "reject"}
+        self.model_version = self._call("register the model", lambda: self.tracker.register_model(
+            model_dir, self.config.registered_model, tags))
+
+    def _set_champion(self) -> None:
+        if self.model_version is not None:
+            version = self.model_version
+            self._call("move the champion alias", lambda: self.tracker.set_alias(
+                self.config.registered_model, CHAMPION_ALIAS, version))
 
     def to_json(self) -> dict[str, Any]:
         """What the run record says about tracking."""

@@ -7,10 +7,9 @@ the retrain flow) and picks the task it names once; every stage gets that task o
 
 from __future__ import annotations
 
-import contextlib
 import signal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -36,11 +35,12 @@ from tuneops.components.run_record import RunRecord, interruption_message, is_in
 from tuneops.components.selection.select import select_model
 from tuneops.components.tasks.base import Task
 from tuneops.components.tasks.registry import get_task
-from tuneops.components.tracking import RunTracking
+from tuneops.components.tracking import RunOutcome, RunTracking
 from tuneops.components.training.finetune import finetune
 from tuneops.components.training.search import SEARCH_PAGE
 from tuneops.components.validation.validate import blocking_message, validate_data
 from tuneops.flows import progress
+from tuneops.flows.sigterm import sigterm_noted
 from tuneops.serving.infra_validation import InfraValidation, validate_serving
 
 # Pipeline objects (frames, models) are not worth hashing for Prefect's cache, so every task opts
@@ -125,11 +125,15 @@ def train_pipeline(config: PipelineConfig, run_id: str | None = None, resume: bo
     logger.info("run %s: record in %s", run_id, record.run_dir)
     tracking = RunTracking.start(config, run_id)  # None: MLFLOW_TRACKING_URI is not set
     _note_tracking(record, tracking)
+    outcome = RunOutcome()
     try:
-        failed = _recorded_run(config, task, record, resumed_choice, resume, tracking)
+        failed = _recorded_run(config, task, record, resumed_choice, resume, outcome)
     finally:
         if tracking is not None:
-            # Last, so that the uploaded record is the finished one.
+            # After the run, as far as it got; the record is uploaded last, finished and saying
+            # which model version the run registered.
+            tracking.log_outcome(outcome)
+            _note_tracking(record, tracking)
             tracking.finish(record.run_dir, record.status)
             _note_tracking(record, tracking)
     return failed if failed is not None else record.summary()
@@ -146,14 +150,14 @@ def _note_tracking(record: RunRecord, tracking: RunTracking | None) -> None:
 
 
 def _recorded_run(config: PipelineConfig, task: Task, record: RunRecord, resumed_choice: str | None, resume: bool,
-                  tracking: RunTracking | None) -> State | None:
+                  outcome: RunOutcome) -> State | None:
     """Run the stages and record how they ended: None when they finished (promoted or rejected),
     a Failed state for a user-fixable error; anything else is raised on."""
     logger = get_run_logger()
     run_id = record.run_id
-    with _sigterm_noted() as sigterm:
+    with sigterm_noted() as sigterm:
         try:
-            _run_stages(config, task, record, resumed_choice, resume, tracking)
+            _run_stages(config, task, record, resumed_choice, resume, outcome)
         except TuneopsError as error:
             # A problem the user can act on: the flow run ends Failed with the one-line message, and
             # the caller gets the error back, without Prefect logging a traceback for it.
@@ -164,7 +168,7 @@ def _recorded_run(config: PipelineConfig, task: Task, record: RunRecord, resumed
             if sigterm or is_interruption(error):  # stopped from outside: resumable as it is
                 record.interrupted("interrupted by SIGTERM" if sigterm else interruption_message(error))
                 if sigterm and not isinstance(error, TerminationSignal):
-                    # Prefect lost its TerminationSignal (see _sigterm_noted): raised again, the
+                    # Prefect lost its TerminationSignal (see sigterm_noted): raised again, the
                     # process ends as SIGTERM asks (Prefect hands the signal on to the default).
                     raise TerminationSignal(signal.SIGTERM) from error
             else:
@@ -173,37 +177,8 @@ def _recorded_run(config: PipelineConfig, task: Task, record: RunRecord, resumed
     return None
 
 
-@contextlib.contextmanager
-def _sigterm_noted() -> Iterator[list[int]]:
-    """Note a SIGTERM that arrives during the block, then hand it on to the handler before it
-    (Prefect's, which raises TerminationSignal in the flow). Prefect loses that exception when the
-    signal lands while it starts a task run (its crash handling fails with a ValueError of its
-    own), so the note is what tells a stopped run from a failed one. Only the main thread can
-    handle signals; elsewhere nothing is noted."""
-    seen: list[int] = []
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def note(number: int, frame) -> None:
-        if previous is signal.SIG_IGN:
-            return
-        seen.append(number)
-        if callable(previous):
-            previous(number, frame)
-        raise TerminationSignal(number)
-
-    try:
-        signal.signal(signal.SIGTERM, note)
-    except ValueError:  # not the main thread
-        yield seen
-        return
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_choice: str | None,
-                resume: bool, tracking: RunTracking | None) -> None:
+                resume: bool, outcome: RunOutcome) -> None:
     reporter = progress.current()
     directory = record.run_dir
 
@@ -262,8 +237,7 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
             record.add_report("Hyperparameter search", trained.path / SEARCH_PAGE, "finetune")
         for name in ("learning_curve.png", "learning_curve.csv"):
             record.add_report(f"Learning curve ({name.rsplit('.', 1)[1]})", trained.path / name, "finetune")
-    if tracking is not None:
-        tracking.log_history(trained.history)
+    outcome.history = trained.history
 
     with stage("evaluate"):
         # Loaded once: evaluation and the reference sample for monitoring score with the same model.
@@ -283,8 +257,7 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
         # The floor's per-row predictions serve the gate's paired comparison; the record keeps its figures.
         record.fields["baseline_metrics"] = {key: value for key, value in baseline_metrics.items()
                                              if key != "predictions"}
-    if tracking is not None:
-        tracking.log_test(challenger.metrics, challenger.intervals)
+    outcome.test_metrics, outcome.test_intervals = challenger.metrics, challenger.intervals
 
     with stage("gate"):
         decision = gate_task(challenger, champion_report, baseline_metrics, config)
@@ -297,7 +270,7 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
         metadata = record.release_metadata(challenger.metrics, splits.labels, decision.promote)
         # In the model's folder before packaging, so the card is checksummed with the other files.
         write_model_card(trained.path, record.summary(), record.lineage, challenger.to_json(),
-                         split_label_counts(splits))
+                         split_label_counts(splits), infra_validation=config.gate.infra_validation.enabled)
         release = package_task(trained.path, metadata, reference_task(splits.train, challenger_model, config))
         record.fields["model_tag"] = str(release.tag)
 
@@ -318,13 +291,10 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
     else:
         record.skip("infra_validate", "the gate rejected the model" if not decision.promote
                     else "gate.infra_validation.enabled is false")
-    if tracking is not None:
-        tracking.log_gate(decision.promote, decision.metric)
-        if record.fields["model_tag"] is not None:  # a model that failed infra validation was removed
-            tracking.register(release.path, str(release.tag), decision.promote)
+    outcome.promote, outcome.gate_metric = decision.promote, decision.metric
+    if record.fields["model_tag"] is not None:  # a model that failed infra validation was removed
+        outcome.packaged = (release.path, str(release.tag))
     if decision.promote:
         registry.set_champion(str(release.tag))
-        if tracking is not None:
-            tracking.set_champion()
-    _note_tracking(record, tracking)
+        outcome.promoted = True
     record.finish("promoted" if decision.promote else "rejected")

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from tuneops.components import registry
+from tuneops.components import champion_pointer, registry
 from tuneops.components.errors import StageError, TuneopsError, one_line
 from tuneops.components.predictor import Predictor
 from tuneops.components.tasks.base import Task
@@ -153,7 +153,7 @@ class ModelHolder:
         ConfigError in one line when nothing loads."""
         if self.pinned_tag:
             return self._serve(self._checked(load_model(self.pinned_tag)), None)
-        self._pointer_signature = _signature(registry.pointer_path())
+        self._pointer_signature = _signature(champion_pointer.pointer_path())
         tag = registry.champion_tag()
         if tag is None:
             raise StageError(NO_CHAMPION)
@@ -191,7 +191,7 @@ class ModelHolder:
             return self._retry()
         if self.pinned_tag:
             return False
-        signature = _signature(registry.pointer_path())
+        signature = _signature(champion_pointer.pointer_path())
         if signature == self._pointer_signature:
             return False
         self._pointer_signature = signature
@@ -225,7 +225,7 @@ class ModelHolder:
 
     def _retry(self) -> bool:
         """With nothing served: load again when the pointer changed or the retry time came."""
-        signature = None if self.pinned_tag else _signature(registry.pointer_path())
+        signature = None if self.pinned_tag else _signature(champion_pointer.pointer_path())
         if signature == self._pointer_signature and time.monotonic() < self._next_retry:
             return False
         try:

@@ -120,6 +120,10 @@ def test_the_card_has_front_matter_every_section_and_formatted_numbers() -> None
     ):
         assert expected in card, expected
     assert "None" not in card and "nan" not in card
+    unchecked = render_model_card(summary(), lineage(), evaluation(), COUNTS, infra_validation=False)
+    assert "Infrastructure validation was off for this run" in unchecked and "follows packaging" not in unchecked
+    rejected = {**summary(), "gate": {**summary()["gate"], "promote": False}}
+    assert "Infrastructure validation" not in render_model_card(rejected, lineage(), evaluation(), COUNTS)
 
 
 def test_a_sparse_run_says_what_it_lacks_in_words() -> None:

@@ -34,6 +34,7 @@ def digits(tmp_path_factory) -> Path:
     return write_image_demo(tmp_path_factory.mktemp("digits"), ROWS)
 
 
+@pytest.mark.slow  # a whole run or two: with the slow runs (.ci/run runs them too)
 def test_default_image_run_on_real_digits_is_promoted_above_the_floor(digits, tmp_path):
     config = tmp_path / "images.yaml"
     config.write_text(f"task: image-classification\ndata:\n  path: {json.dumps(str(digits))}\n")

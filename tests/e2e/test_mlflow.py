@@ -138,6 +138,7 @@ def test_runs_are_tracked_and_the_champion_alias_follows_promotions(mlflow_url: 
     print(f"tracked two runs and three alias moves in {time.monotonic() - started:.0f} s")
 
 
+@pytest.mark.slow  # a whole run or two: with the slow runs (.ci/run runs them too)
 def test_a_tracking_server_that_is_down_is_one_warning_and_the_run_goes_on(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = tuneops("run", *TINY, "-o", "json", home=tmp_path, url=closed)

@@ -108,9 +108,28 @@ def run_monitor(stack: dict) -> tuple[dict, dict]:
     return flow_run, json.loads(reports[-1].read_text())
 
 
+class _RetryBusyServer(httpx.HTTPTransport):
+    """Retry what Prefect's server answers 503 to: it says so when its SQLite database is busy,
+    and Prefect's own client retries those the same way (a few times, backing off)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(6):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(0.5 * 2 ** attempt)
+        return super().handle_request(request)
+
+
+def prefect_api(api_url: str) -> httpx.Client:
+    """A client of the stack's Prefect REST API."""
+    return httpx.Client(base_url=api_url, timeout=30, transport=_RetryBusyServer())
+
+
 def _run_deployment(api_url: str, name: str, timeout_s: float) -> dict:
     flow, _, deployment = name.partition("/")
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    with prefect_api(api_url) as client:
         found = client.get(f"/deployments/name/{flow}/{deployment}")
         assert found.status_code == 200, found.text
         created = client.post(f"/deployments/{found.json()['id']}/create_flow_run", json={})
@@ -128,7 +147,7 @@ def _wait_for_flow_run(client: httpx.Client, flow_run_id: str, timeout_s: float)
 
 
 def _flow_runs_of(api_url: str, flow_name: str) -> list[dict]:
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    with prefect_api(api_url) as client:
         answer = client.post("/flow_runs/filter", json={"flows": {"name": {"any_": [flow_name]}}})
         assert answer.status_code == 200, answer.text
         return answer.json()
@@ -150,7 +169,7 @@ def test_up_prints_urls_and_status_reports_every_service_running(stack):
     assert stack["api_url"] in stack["up_output"] and stack["evidently_url"] in stack["up_output"]
     assert "deployed tuneops-retrain/retrain (cron '0 3 * * 1', paused" in stack["deploy_output"]
     assert "deployed tuneops-monitor/monitor (cron '0 * * * *', paused" in stack["deploy_output"]
-    with httpx.Client(base_url=stack["api_url"], timeout=30) as client:
+    with prefect_api(stack["api_url"]) as client:
         for name, cron in (("tuneops-retrain/retrain", "0 3 * * 1"), ("tuneops-monitor/monitor", "0 * * * *")):
             deployment = client.get(f"/deployments/name/{name}").json()
             assert [entry["schedule"]["cron"] for entry in deployment["schedules"]] == [cron]
@@ -197,11 +216,18 @@ def test_evidently_ui_project_page_shows_the_dashboard(stack):
     filters = [{"tags": value["tags"], "metadata": value["metadata"], "metric": value["metric"],
                 "metric_labels": value["metric_labels"]}
                for panel in dashboard["panels"] for value in panel["values"]]
-    series = httpx.post(f"{base}/api/v2/snapshots/{project_id}/data_series_batch",
-                        json={"series_filter": filters}, timeout=30).json()
-    by_metric = {}
-    for entry in series["series"]:
-        by_metric.setdefault(entry["metric_type"].rsplit(":", 1)[1], []).append(entry)
+    # The UI reads the workspace as it asks; on a busy machine a new snapshot may take a moment.
+    deadline = time.monotonic() + 60
+    while True:
+        series = httpx.post(f"{base}/api/v2/snapshots/{project_id}/data_series_batch",
+                            json={"series_filter": filters}, timeout=30).json()
+        by_metric = {}
+        for entry in series["series"]:
+            by_metric.setdefault(entry["metric_type"].rsplit(":", 1)[1], []).append(entry)
+        if "RowCount" in by_metric or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert "RowCount" in by_metric, series
     assert 40.0 in by_metric["RowCount"][0]["values"]
     shares = {entry["params"]["label"]: entry["values"][-1] for entry in by_metric["UniqueValueCount"]}
     assert shares["negative"] == pytest.approx(0.75) and shares["positive"] == pytest.approx(0.25)
@@ -258,7 +284,7 @@ def test_drifted_traffic_triggers_a_retrain_whose_champion_is_served(stack):
     assert again["retrain"] is True and again["retrain_flow_run_id"] == report["retrain_flow_run_id"], again
     assert any("already running or due" in note for note in again["notes"])
 
-    with httpx.Client(base_url=stack["api_url"], timeout=30) as client:
+    with prefect_api(stack["api_url"]) as client:
         retrain = _wait_for_flow_run(client, report["retrain_flow_run_id"], timeout_s=1200)
     assert retrain["state_type"] == "COMPLETED", retrain["state"]
     assert retrain["parameters"]["feedback_path"] == str(stack["feedback"])

@@ -89,6 +89,7 @@ def test_run_saves_the_model_in_the_bentoml_store_as_champion(first_run):
     assert summary["model_tag"] in listing.stdout
 
 
+@pytest.mark.slow  # a whole run or two: with the slow runs (.ci/run runs them too)
 def test_a_model_that_does_not_serve_in_time_is_rejected_removed_and_not_promoted(first_run):
     home, result = first_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -133,6 +134,7 @@ def test_bad_config_and_missing_data_fail_with_one_clear_line(tmp_path, args, co
     assert not models.exists() or not any(models.rglob("model.yaml"))
 
 
+@pytest.mark.slow  # a whole run or two: with the slow runs (.ci/run runs them too)
 def test_a_run_killed_mid_training_resumes_and_leaves_no_server_behind(tmp_path):
     import re
     import signal

@@ -201,6 +201,7 @@ def _json_files(*folders: Path) -> list[Path]:
     return [path for folder in folders for path in folder.rglob("*.json") if ".tuneops-staging-" not in str(path)]
 
 
+@pytest.mark.slow  # a whole run or two: with the slow runs (.ci/run runs them too)
 def test_a_monitor_run_killed_mid_run_leaves_nothing_half_registered_and_a_rerun_works(tmp_path, monkeypatch):
     home = tmp_path / "home"
     options = _champion_and_traffic(home, monkeypatch)

@@ -89,6 +89,14 @@ def python(script: str, *args: str, home: Path, stdout, env: dict | None = None)
                             text=True, env=env or cli_environment(home))
 
 
+def package_and_promote_first(model_dir: Path, count: int, home: Path, log_path: Path) -> list[str]:
+    """Package ``count`` copies of the model without interruption, promote the first; their tags."""
+    with open(log_path, "w") as log:
+        packager = python(PACKAGER, str(model_dir), str(count), "promote", home=home, stdout=log)
+    assert packager.wait(timeout=300) == 0, log_path.read_text()[-3000:]
+    return log_path.read_text().split()
+
+
 def wait_until(condition, process: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
     """Poll ``condition`` every 5 ms until it holds; fail (the caller kills ``process``) when the
     process ends first or ``timeout`` passes."""
@@ -131,10 +139,7 @@ def assert_whole(model: dict) -> None:
 def test_kill_9_mid_training_leaves_the_champion_and_the_registry_alone_and_the_record_interrupted(
         tmp_path: Path, model_dir: Path) -> None:
     home = tmp_path / "home"
-    with open(tmp_path / "packager.log", "w") as log:
-        packager = python(PACKAGER, str(model_dir), "1", "promote", home=home, stdout=log)
-    assert packager.wait(timeout=300) == 0, (tmp_path / "packager.log").read_text()[-3000:]
-    champion = (tmp_path / "packager.log").read_text().split()[-1]
+    champion = package_and_promote_first(model_dir, 1, home=home, log_path=tmp_path / "packager.log")[-1]
     before = (home / "champion.json").read_bytes()
 
     log_path = tmp_path / "run.log"
@@ -256,10 +261,7 @@ def test_kill_9_of_the_packager_mid_copy_leaves_a_partial_entry_that_is_reported
 def test_concurrent_promotions_and_rollbacks_keep_the_pointer_valid_and_report_what_they_replaced(
         tmp_path: Path, model_dir: Path) -> None:
     home = tmp_path / "home"
-    with open(tmp_path / "packager.log", "w") as log:
-        packager = python(PACKAGER, str(model_dir), "3", "promote", home=home, stdout=log)
-    assert packager.wait(timeout=300) == 0, (tmp_path / "packager.log").read_text()[-3000:]
-    tags = (tmp_path / "packager.log").read_text().split()
+    tags = package_and_promote_first(model_dir, 3, home=home, log_path=tmp_path / "packager.log")
     assert len(tags) == 3 and pointer(home)["tag"] == tags[0]
 
     logs = [tmp_path / f"racer-{worker}.log" for worker in range(4)]

@@ -30,7 +30,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tuneops.components import registry
+from tuneops.components import champion_pointer, registry
 from tuneops.components.monitoring.prediction_log import PredictionLog
 
 from tests.tiny_model import LABELS, save_tiny_text_model
@@ -111,12 +111,12 @@ def damaged_champion(home: Path, release: registry.ModelRelease) -> None:
     """
     scratch = home / f"scratch-{secrets.token_hex(3)}"
     scratch.mkdir()
-    source = home / registry.POINTER_FILE
+    source = home / champion_pointer.POINTER_FILE
     if source.exists():
         shutil.copy2(source, scratch / source.name)
     with tuneops_home(scratch):
         registry.set_champion(release.tag)
-        prepared = registry.pointer_path()
+        prepared = champion_pointer.pointer_path()
     weights = release.path / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-64:] = bytes(64)  # same size, different bytes: only the checksum can tell
