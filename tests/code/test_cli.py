@@ -90,6 +90,14 @@ def test_a_tiny_run_as_json_then_listed_and_shown(tmp_path: Path) -> None:
     missing = tuneops("runs", "show", "20250101-120000-a1b2c3", home=tmp_path, timeout=120)
     assert missing.returncode == 2 and missing.stderr.startswith("error: run: no run '20250101-120000-a1b2c3'")
 
+    # No traffic yet: the monitor's one JSON document says so, about the champion it would watch.
+    monitored = tuneops("monitor", "--no-trigger", "-o", "json", home=tmp_path, timeout=300)
+    assert monitored.returncode == 0, monitored.stderr[-3000:]
+    report = json.loads(monitored.stdout)
+    promoted = summary["status"] == "promoted"
+    assert report["status"] == ("too_little_traffic" if promoted else "no_champion"), report
+    assert report["rows"] == 0 and report["champion_tag"] == (summary["model_tag"] if promoted else None)
+
 
 def test_validate_and_status_as_json(tmp_path: Path) -> None:
     validated = tuneops("validate", "--set", "data.max_rows=300", "-o", "json", home=tmp_path, timeout=300)
