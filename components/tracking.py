@@ -148,7 +148,7 @@ def _is_number(value: Any) -> bool:
 @dataclass
 class RunOutcome:
     """What a training run reached, filled in stage by stage, so that a run that stops part way
-    is tracked as far as it got (``RunTracking.finish``)."""
+    is tracked as far as it got (``RunTracking.log_outcome``)."""
 
     history: list[dict[str, Any]] = field(default_factory=list)  # the fine-tune's per-step values
     test_metrics: dict[str, Any] | None = None

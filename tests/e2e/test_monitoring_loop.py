@@ -216,7 +216,7 @@ def test_evidently_ui_project_page_shows_the_dashboard(stack):
     filters = [{"tags": value["tags"], "metadata": value["metadata"], "metric": value["metric"],
                 "metric_labels": value["metric_labels"]}
                for panel in dashboard["panels"] for value in panel["values"]]
-    # The UI reads the workspace as it asks; on a busy machine a new snapshot may take a moment.
+    # The UI learns of new snapshot files through a file watcher: on a busy machine that takes a moment.
     deadline = time.monotonic() + 60
     while True:
         series = httpx.post(f"{base}/api/v2/snapshots/{project_id}/data_series_batch",
