@@ -166,7 +166,7 @@ def main() -> None:
     disagree = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     best_tuneops, best_pandas = min(tuneops_times), min(pandas_times)
     print(f"tuneops validation (Great Expectations): {best_tuneops:6.2f}s  "
-          f"({len(report.results)} expectations, data docs + JSON written, passed={report.passed})")
+          f"({len(report.results)} expectations, summary page + JSON written, passed={report.passed})")
     print(f"hand-written pandas checks:              {best_pandas:6.2f}s  ({len(theirs)} checks)")
     print(f"ratio tuneops / pandas:                  {best_tuneops / best_pandas:6.2f}x")
     print(f"great_expectations import (once per process): {import_seconds:.2f}s")

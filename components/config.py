@@ -143,6 +143,11 @@ class ValidationConfig(Section):
         },
         description="per-check severity (block / warn / off); unnamed checks keep their default",
     )
+    # GX's data docs pages draw their tables with bootstrap, jQuery and vega loaded from CDNs: with
+    # no network they are blank. summary.html shows every check offline, so they are opt-in.
+    data_docs: bool = Field(
+        False, description="also build Great Expectations' data docs (they need network access to render)"
+    )
     min_examples_per_class: int = Field(20, ge=1, description="in train")
     max_classes: int = Field(1000, ge=2, description="more distinct labels than this is not a classification target")
     min_text_chars: int = Field(1, ge=0)

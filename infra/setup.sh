@@ -24,4 +24,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   fi
   echo "$wanted" > "$stamp"
 fi
+# Debian's chromium, headless, is how the tests look at the run record's pages as a person would.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt=(env DEBIAN_FRONTEND=noninteractive apt-get); [ "$(id -u)" = 0 ] || apt=(sudo -n "${apt[@]}")
+  echo "setup: installing chromium (apt-get)"
+  if ! { "${apt[@]}" install -y --no-install-recommends chromium ||
+         { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends chromium; }; } >.venv/apt.log 2>&1; then
+    echo "setup: chromium could not be installed (see .venv/apt.log); the report tests need it" >&2
+  fi
+fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -26,7 +26,8 @@ import pandas as pd
 
 from tuneops.components.data.columns import LABEL
 from tuneops.components.errors import DataError, StageError
-from tuneops.components.files import atomic_write_json, atomic_write_text
+from tuneops.components.evaluation.evidently_html import write_evidently_page
+from tuneops.components.files import atomic_write_json
 from tuneops.components.tasks.base import Task
 
 PREDICTION = "prediction"
@@ -227,12 +228,12 @@ def _write_page(snapshot, extra_widgets: list[Any], title: str, path: Path) -> N
     from evidently.legacy.renderers.html_widgets import header_text
 
     if not extra_widgets:
-        snapshot.save_html(str(path))  # Evidently writes nothing when given a Path object
+        write_evidently_page(path, snapshot.get_html_str(as_iframe=False))
         return
     # Snapshot keeps its rendered widgets privately (evidently 0.7.23, pinned); reusing them puts the
     # embedding verdict on the same page as the column drift.
     widgets = [header_text(label=title), *extra_widgets, *snapshot._widgets, *snapshot._tests_widgets]
-    atomic_write_text(path, render_widgets(widgets))
+    write_evidently_page(path, render_widgets(widgets))
 
 
 def _column_verdicts(snapshot_dict: dict[str, Any], descriptors: set[str]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tuneops.components.evaluation.fairness import FairnessReport, group_values
-from tuneops.components.files import atomic_write_text
+from tuneops.components.evaluation.evidently_html import write_evidently_page
 
 # Evidently needs a few rows of a group to draw anything useful.
 _MIN_ROWS_FOR_EVIDENTLY = 5
@@ -57,8 +57,7 @@ def write_classification_report(y_true: list[str], y_pred: list[str], probabilit
     except Exception as error:  # Evidently raises KeyError/ValueError on degenerate label sets
         notes.append(f"Evidently classification report not written ({type(error).__name__}: {error})")
         return None
-    snapshot.save_html(str(path))  # Evidently writes nothing when given a Path object
-    return path
+    return write_evidently_page(path, snapshot.get_html_str(as_iframe=False))
 
 
 def write_bias_report(
@@ -120,7 +119,7 @@ def write_bias_report(
                 group_widgets = [text_widget(text=note)]
             widgets.append(group_widget(title=title, widgets=group_widgets))
     output_path = Path(output_path)
-    atomic_write_text(output_path, render_widgets(widgets))
+    write_evidently_page(output_path, render_widgets(widgets))
     report.html_path = output_path
     return output_path
 

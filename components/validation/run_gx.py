@@ -1,6 +1,6 @@
 """Running the planned suite with Great Expectations: one file-backed GX project under
 ``output_dir/gx`` with one suite per data asset (each split and the per-class table), its
-validation results and its data docs."""
+validation results and, when asked for, its data docs."""
 
 from __future__ import annotations
 
@@ -56,12 +56,13 @@ def run_great_expectations(
     output_dir: Path,
     notes: list[str],
     seconds: dict[str, float],
+    data_docs: bool = False,
 ) -> GxRun:
     """Run one GX suite per data asset in a file context under ``output_dir/gx``.
 
-    Time spent goes into ``seconds``; a data docs failure is added to ``notes``. A GX failure
-    on one asset marks its checks as failed with the reason, never raises. StageError when
-    ``output_dir/gx`` exists and is not a project tuneops wrote.
+    ``data_docs`` also builds GX's data docs. Time spent goes into ``seconds``; a data docs
+    failure is added to ``notes``. A GX failure on one asset marks its checks as failed with the
+    reason, never raises. StageError when ``output_dir/gx`` exists and is not a project tuneops wrote.
     """
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
@@ -118,13 +119,19 @@ def run_great_expectations(
                         results[int(key)] = result
             seconds[f"gx_{asset_name}"] = time.perf_counter() - tick
             tick = time.perf_counter()
-        try:
-            context.build_data_docs()
-            docs_index = root / "uncommitted" / "data_docs" / "local_site" / "index.html"
-            if not docs_index.exists():
-                docs_index = None
-        except Exception as error:  # docs are a report; failing to render them must not hide the verdict
-            notes.append(f"GX data docs could not be built: {type(error).__name__}: {error}")
-        seconds["gx_data_docs"] = time.perf_counter() - tick
+        if data_docs:
+            docs_index = _build_data_docs(context, root, notes)
+            seconds["gx_data_docs"] = time.perf_counter() - tick
     result_files = sorted((root / "uncommitted" / "validations").rglob("*.json"))
     return GxRun(results, gx.__version__, result_files, docs_index)
+
+
+def _build_data_docs(context: Any, root: Path, notes: list[str]) -> Path | None:
+    """GX's data docs index, or None (and a note) when GX could not build it."""
+    try:
+        context.build_data_docs()
+    except Exception as error:  # docs are a report; failing to render them must not hide the verdict
+        notes.append(f"GX data docs could not be built: {type(error).__name__}: {error}")
+        return None
+    index = root / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return index if index.exists() else None

@@ -47,8 +47,9 @@ def validate_data(
 ) -> ValidationReport:
     """Validate every split with a Great Expectations suite built from ``config`` and the data.
 
-    Writes the GX project (suites, results, data docs) under ``output_dir/gx``, a summary page
-    ``output_dir/summary.html`` and the report as ``output_dir/validation.json``.
+    Writes the GX project (suites, results; data docs when ``config.data_docs``) under
+    ``output_dir/gx``, a summary page ``output_dir/summary.html`` and the report as
+    ``output_dir/validation.json``.
     ``previous_labels`` (the champion's label set, if any) is enforced when the config declares
     none. ``task`` checks its input column. Bad content gives ``passed=False``, never an exception.
     """
@@ -74,7 +75,7 @@ def validate_data(
     plan = plan_checks(frames, classes, splits.group_columns, config, labels, label_source, previous_labels,
                        task.input_column, task.input_noun, inputs)
     seconds["plan"] = planning + time.perf_counter() - tick
-    gx_run = run_great_expectations(plan, frames, classes, output_dir, notes, seconds)
+    gx_run = run_great_expectations(plan, frames, classes, output_dir, notes, seconds, config.data_docs)
 
     tick = time.perf_counter()
     results = [outcome(planned, gx_run.results.get(key), frames, classes) for key, planned in enumerate(plan)]

@@ -178,6 +178,12 @@ def test_evaluate_predictions_writes_every_report(demo, tfidf, tmp_path):
     bias = report.bias_html.read_text()
     for group in ("kitchen", "europe", "latin_america"):
         assert f"{group} (" in bias  # one Evidently section per group
+    # Evidently's 3.5 MB script is one shared file beside the pages, not inlined into each.
+    scripts = list((report.bias_html.parent / "evidently").glob("evidently-*.js"))
+    assert len(scripts) == 1 and scripts[0].stat().st_size > 1_000_000
+    for title in ("Classification report (Evidently)", "Bias report per group (fairlearn + Evidently)"):
+        page = titles[title].read_text()
+        assert f'<script src="evidently/{scripts[0].name}">' in page and len(page) < 1_000_000, title
     saved = json.loads(report.json_path.read_text())
     assert saved["metrics"]["macro_f1"] == pytest.approx(report.metrics["macro_f1"])
     assert saved["data_fingerprint"] == demo.fingerprint

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.browser import assert_pages_render_offline
 from tuneops.components.monitoring import monitor as monitoring
 from tuneops.components.config import DataConfig, MonitoringConfig, load_config
 from tuneops.components.errors import DataError, StageError
@@ -188,6 +189,8 @@ def test_a_monitor_run_compares_the_logged_traffic_with_the_champions_reference(
     assert report.drift_share is not None and report.html_path and len(report.snapshot_ids) == 2
     assert report.feedback["rows"] == 35 and report.feedback["value"] is not None
     assert json.loads((tmp_path / "run" / "monitor.json").read_text())["drift_share"] == report.drift_share
+    # The monitoring record's drift page reads offline too, drawn from its shared Evidently script.
+    assert [page.name for page in assert_pages_render_offline(tmp_path / "run", tmp_path / "profile")] == ["drift.html"]
 
     too_little = monitoring.check_traffic(config.model_copy(update={"monitoring": config.monitoring.model_copy(
         update={"min_rows": 100, "feedback_path": None})}), tmp_path / "run-2", window, "run-2",

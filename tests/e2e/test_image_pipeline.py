@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import assert_pages_render_offline
 from tests.e2e.helpers import cli_environment
 from tuneops.components.data.demo_images import write_image_demo
 
@@ -57,6 +58,7 @@ def test_default_image_run_on_real_digits_is_promoted_above_the_floor(digits, tm
     assert "images/s on cpu" in result.stdout
     # The validation page shows the data as a person would check it: a contact sheet of each class.
     assert "data:image/png;base64," in (record / "validation" / "summary.html").read_text()
+    assert len(assert_pages_render_offline(record, tmp_path / "profile")) >= 8
 
 
 def test_a_corrupt_image_blocks_the_run_before_training(digits, tmp_path):
@@ -77,6 +79,8 @@ def test_a_corrupt_image_blocks_the_run_before_training(digits, tmp_path):
               if not check["success"] and check["severity"] == "block"]
     assert [check["name"] for check in failed] == ["image_decodes"], failed
     assert victim.name in failed[0]["examples"][0]
+    # The blocked run's record (its index and the validation page with the contact sheet) reads offline.
+    assert len(assert_pages_render_offline(record, tmp_path / "profile")) == 2
 
 
 @pytest.mark.slow

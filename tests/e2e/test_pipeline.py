@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import assert_pages_render_offline, headless_chromium
 from tests.e2e.helpers import cli_environment
 
 SMALL_RUN = [
@@ -70,7 +71,7 @@ def test_run_promotes_a_model_and_writes_the_record(first_run):
         assert (record / report["path"]).exists(), report
         assert report["path"] in index
     linked = {Path(report["path"]).name for report in summary["reports"]}
-    assert {"training_report.html", "learning_curve.png", "index.html"} <= linked, linked
+    assert {"training_report.html", "learning_curve.png", "summary.html"} <= linked, linked
     assert summary["model_tag"] in result.stdout
     # The CPU run's memory budget (issue 5: under 4 GiB RSS), printed for the user.
     assert 0 < summary["peak_rss_mib"] < 4096 and "peak memory:" in result.stdout
@@ -87,6 +88,29 @@ def test_run_saves_the_model_in_the_bentoml_store_as_champion(first_run):
     listing = tuneops("models", home=home, timeout=300)
     assert listing.returncode == 0, listing.stderr
     assert summary["model_tag"] in listing.stdout
+
+
+def test_every_page_of_the_run_record_renders_in_chromium_with_no_network(first_run, tmp_path):
+    home, result = first_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = next((home / "runs").iterdir())
+    pages = assert_pages_render_offline(record, tmp_path / "profile")
+    assert {"index.html", "summary.html", "evaluation.html", "classification.html", "drift.html",
+            "gate.html"} <= {page.name for page in pages}
+    # Evidently's script is one shared copy per directory of pages, not 3.5 MB inside each one.
+    assert len(list(record.rglob("evidently-*.js"))) == 1
+    assert all(page.stat().st_size < 1_000_000 for page in pages)
+
+
+def test_the_browser_check_sees_a_page_that_needs_the_network(tmp_path):
+    page = tmp_path / "cdn.html"
+    page.write_text("<html><head><script src='https://cdn.example.org/table.js'></script></head>"
+                    "<body><div id='t'></div><script>$('#t').text('drawn')</script>"
+                    "<img src='missing.png'></body></html>")
+    with headless_chromium(tmp_path / "profile") as browser:
+        view = browser.view(page)
+    assert view.outside_requests == ["https://cdn.example.org/table.js"]
+    assert view.text.strip() == "" and view.errors and view.broken_images
 
 
 @pytest.mark.slow  # a whole run or two: with the slow runs (.ci/run runs them too)
