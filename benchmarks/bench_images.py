@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tuneops.components.paths import OMP_WAIT_POLICY  # noqa: E402  (light: no torch import)
+from figures import figure_line  # noqa: E402  (benchmarks/figures.py, beside this script)
 
 CHECKPOINT = "packaged:efficientnet-lite0"
 TRAIN_VARIANTS = ("tuneops", "trainer")
@@ -374,8 +375,8 @@ def main() -> None:
         serving = fastest["predictor"]["images_per_second"] / fastest["bare-loop"]["images_per_second"]
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")
         print(f"fine-tune images per CPU-second: {fine_tune_cpu:.2f} x")
-        print(f"fine-tune images/s: {fine_tune:.2f} x (goal >= {FINE_TUNE_GOAL:.1f} x)")
-        print(f"inference images/s: {serving:.2f} x (goal >= {INFERENCE_GOAL:.1f} x)")
+        print(figure_line("image_train_vs_trainer", fine_tune, FINE_TUNE_GOAL))
+        print(figure_line("image_serve_vs_bare_torch", serving, INFERENCE_GOAL))
 
 
 if __name__ == "__main__":

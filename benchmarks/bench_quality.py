@@ -63,6 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tuneops.components.paths import OMP_WAIT_POLICY  # noqa: E402  (light: no torch import)
+from figures import figure_line  # noqa: E402  (benchmarks/figures.py, beside this script)
 
 DATASETS = ("sms_spam", "vader_tweets", "fine_foods")
 VARIANTS = ("tuneops", "trainer", "floor")
@@ -311,8 +312,7 @@ def ratio_lines(name: str, results: dict) -> list[str]:
         return value if isinstance(value, (int, float)) else None
 
     def line(figure: str, value, goal: float) -> str:
-        shown = f"{value:.2f}" if value is not None else "n/a"
-        return f"{name}_{figure}: {shown} x (goal >= {goal:.2f} x)"
+        return figure_line(f"{name}_{figure}", value, goal)
 
     lines = []
     tuneops, trainer, floor = f1("tuneops"), f1("trainer"), f1("floor")

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_serving.py [--model TAG] [--requests 1200] [--concurrency 1,8,32]
         [--rounds 3] [--torch-threads N]
+    .venv/bin/python benchmarks/bench_serving.py --quick     # a few minutes, a model trained for it if none
 
 What is measured, at each concurrency C (clients each sending one-text requests back to back):
 - service, adaptive batching on and off: texts/s, p50/p99 latency, non-2xx count, over real
@@ -14,8 +15,8 @@ The three are measured in interleaved rounds (``--rounds``), so that a burst of 
 machine hits all of them alike; the best round of each is reported (the least disturbed), with
 the median beside it. ``--torch-threads`` applies to the bare loop and the service alike.
 
-The ratio printed at the end is service (batching on) / bare loop at the highest concurrency,
-i.e. at saturation. The load generator runs on the same machine and takes CPU from the server,
+The figures printed at the end (``NAME: RATIO x (goal >= G x)``) are service (batching on) /
+bare loop and batching on / off, at the highest concurrency, i.e. at saturation. The load generator runs on the same machine and takes CPU from the server,
 so on a small machine the ratio understates the service.
 
 The model: ``--model TAG`` from the store under $TUNEOPS_HOME (default: the champion). With no
@@ -42,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from figures import figure_line  # noqa: E402  (benchmarks/figures.py, beside this script)
 from tuneops.components.paths import configure_environment  # noqa: E402
 
 
@@ -49,6 +51,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model tag; default: the champion")
     parser.add_argument("--quick-train", action="store_true", help="no model? fine-tune one for a few steps")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few minutes: --quick-train when there is no model, concurrency 1,32, 300 requests, 1 round")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=1200, help="requests at the highest concurrency")
     parser.add_argument("--max-batch-size", type=int, default=32)
@@ -56,6 +60,8 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="intra-op threads, same for the bare loop and the service; 0 = torch's default")
     args = parser.parse_args()
+    if args.quick:
+        args.quick_train, args.concurrency, args.requests, args.rounds = True, "1,32", 300, 1
     levels = [int(level) for level in args.concurrency.split(",")]
 
     configure_environment()
@@ -231,8 +237,9 @@ def _report(rounds: dict[str, dict[int, list[dict]]], levels: list[int]) -> None
     on, off = best["service, batching on"][top]["throughput"], best["service, batching off"][top]["throughput"]
     bare = best["bare loop"][top]["throughput"]
     print()
-    print(f"at concurrency {top} (saturation): service with batching / bare loop = {on / bare:.2f}x (goal >= 0.7x)")
-    print(f"at concurrency {top}: batching on / batching off = {on / off:.2f}x")
+    print(f"at concurrency {top} (saturation): service with batching / bare loop, batching on / off")
+    print(figure_line("serve_vs_bare_torch", on / bare, 0.7))
+    print(figure_line("serve_batching_on_vs_off", on / off, 1.0))
 
 
 def _count(requests: int, level: int, levels: list[int]) -> int:

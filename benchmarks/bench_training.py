@@ -11,11 +11,14 @@ Same machine, same run, same model, data, batch size, epochs, learning rate and 
 Each variant runs in its own process (peak RSS is per variant, and one variant's allocator state
 does not slow the next), in interleaved rounds. The figure compared is *real* (non-padding) tokens
 per second of training time (also per CPU-second, which other jobs on a shared machine disturb
-less); the ratio tuneops / trainer-fixed is printed (goal on CPU: >= 1.3x). On CUDA the
+less). The closing lines are ``train_vs_trainer_fixed`` (goal on CPU: >= 1.3x) and
+``train_vs_trainer_dynamic`` (goal >= 1.5x), tuneops' real tokens/s over each Trainer. On CUDA the
 model FLOPs utilisation is printed too. Finally the default run (demo data, default config:
-~2700 rows x 3 epochs) is timed in its own process and its peak RSS printed (goal: < 4 GiB).
+~2700 rows x 3 epochs) is timed in its own process and its peak RSS printed (goal: < 4 GiB,
+the figure ``default_run_memory_budget_over_peak_rss``).
 
     .venv/bin/python benchmarks/bench_training.py                 # the comparison + the default run
+    .venv/bin/python benchmarks/bench_training.py --quick         # 240 rows, 1 round, a few minutes
     .venv/bin/python benchmarks/bench_training.py --rows 2700 --epochs 3 --rounds 1 --skip-default-run
 """
 
@@ -35,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tuneops.components.paths import OMP_WAIT_POLICY  # noqa: E402  (light: no torch import)
+from figures import figure_line  # noqa: E402  (benchmarks/figures.py, beside this script)
 
 CHECKPOINT = "packaged:all-MiniLM-L6-v2"
 VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
@@ -203,9 +207,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--skip-default-run", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="240 rows, 1 round, no default run (a few minutes)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.rounds, args.skip_default_run = 240, 1, True
     if args.variant:
         child(args)
         return
@@ -244,13 +251,14 @@ def main() -> None:
         print(f"(best of {args.rounds} interleaved round(s); all rounds: " + "; ".join(
             f"{v} " + "/".join(f"{r['real_tokens_per_second']:.0f}" for r in runs) for v, runs in rounds.items()) + " tok/s)")
         base = results.get("tuneops")
-        for other in ("trainer-fixed", "trainer-dynamic"):
+        figures_out = []
+        for other, name, goal in (("trainer-fixed", "train_vs_trainer_fixed", 1.3),
+                                  ("trainer-dynamic", "train_vs_trainer_dynamic", 1.5)):
             if base and other in results:
                 ratio = base["real_tokens_per_second"] / results[other]["real_tokens_per_second"]
                 cpu_ratio = base["real_tokens_per_cpu_second"] / results[other]["real_tokens_per_cpu_second"]
-                goal = "  (goal >= 1.3x: " + ("met" if ratio >= 1.3 else "NOT met") + ")" if other == "trainer-fixed" else ""
-                print(f"ratio tuneops / {other}: {ratio:.2f}x real tokens per second, "
-                      f"{cpu_ratio:.2f}x per CPU-second{goal}")
+                print(f"tuneops / {other}: {cpu_ratio:.2f}x per CPU-second")
+                figures_out.append(figure_line(name, ratio, goal))
         if not args.skip_default_run:
             default = launch("default", args, workdir)
             gib = default["peak_rss_mib"] / 1024
@@ -258,8 +266,10 @@ def main() -> None:
                   f"{default['steps']} steps in {default['wall_seconds']:.0f} s wall, "
                   f"{default['real_tokens_per_second']:,.0f} real tok/s, best validation macro F1 "
                   f"{default['best_validation'].get('macro_f1', float('nan')):.3f}, peak RSS {gib:.2f} GiB "
-                  f"(goal < 4 GiB: {'met' if gib < 4 else 'NOT met'})")
+                  f"(goal < 4 GiB)")
+            figures_out.append(figure_line("default_run_memory_budget_over_peak_rss", 4 / gib, 1.0))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print("\n".join(figures_out))
 
 
 if __name__ == "__main__":

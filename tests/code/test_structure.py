@@ -98,3 +98,20 @@ def test_import_tuneops_from_outside_the_repository_is_cheap_and_generic_names_a
     assert version and version != "0.0.0+unknown"
     assert heavy == "[]"  # `import tuneops` starts nothing and pulls in no framework
     assert free == "[True, True, True]"
+
+
+def test_every_benchmark_accepts_quick_and_ends_with_its_figures_in_one_format():
+    scripts = sorted(path for path in (ROOT / "benchmarks").glob("bench_*.py"))
+    assert len(scripts) >= 6
+    for script in scripts:
+        shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "--quick" in shown.stdout, (script.name, shown.stderr[-500:])
+        # The closing lines come from the one formatter, benchmarks/figures.py.
+        assert "figures" in _imports(script) and "figure_line(" in script.read_text(), script.name
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("figures", ROOT / "benchmarks" / "figures.py")
+    figures = module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    assert figures.figure_line("serve_vs_bare_torch", 0.853, 0.7) == "serve_vs_bare_torch: 0.85 x (goal >= 0.70 x)"
+    assert figures.figure_line("validation_vs_pandas", None, 0.33) == "validation_vs_pandas: n/a x (goal >= 0.33 x)"
