@@ -16,8 +16,9 @@ machine hits all of them alike; the best round of each is reported (the least di
 the median beside it. ``--torch-threads`` applies to the bare loop and the service alike.
 
 The figures printed at the end (``NAME: RATIO x (goal >= G x)``) are service (batching on) /
-bare loop and batching on / off, at the highest concurrency, i.e. at saturation. The load generator runs on the same machine and takes CPU from the server,
-so on a small machine the ratio understates the service.
+bare loop and batching on / off, at the highest concurrency, i.e. at saturation. The load
+generator runs on the same machine and takes CPU from the server, so on a small machine the
+ratio understates the service.
 
 The model: ``--model TAG`` from the store under $TUNEOPS_HOME (default: the champion). With no
 model at all, ``--quick-train`` fine-tunes MiniLM for a few steps into a temporary home first.

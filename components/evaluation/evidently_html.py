@@ -17,8 +17,8 @@ _FONT = "material-ui-icons.woff2"
 
 @functools.lru_cache(maxsize=1)
 def _evidently_assets() -> tuple[str, str, bytes, str]:
-    """Evidently's script (the text it inlines), its font (bytes and the base64 it inlines) and
-    the script's file name, named by version so a record keeps the script its pages were drawn for."""
+    """Evidently's script (the text it inlines), the script's file name (named by version, so a
+    record keeps the script its pages were drawn with), and its font (bytes, and the base64 it inlines)."""
     import evidently
 
     static = Path(evidently.__path__[0]) / "nbextension" / "static"

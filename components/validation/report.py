@@ -56,7 +56,7 @@ class ValidationReport(BaseModel):
     seconds: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     output_dir: Path
-    html_path: Path | None = Field(None, description="GX data docs index.html")
+    html_path: Path | None = Field(None, description="GX data docs index.html (only with validation.data_docs)")
     summary_html_path: Path | None = None
     json_path: Path
     gx_results: list[Path] = Field(default_factory=list, description="GX validation result JSON files")

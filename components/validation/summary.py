@@ -1,5 +1,6 @@
 """Writing the report: ``validation.json`` (the whole report, machine-readable) and
-``summary.html`` (one table of every check, linking the GX data docs) in the shared page shell."""
+``summary.html`` (one table of every check, linking the GX data docs when they were built) in the
+shared page shell."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def write_report(report: ValidationReport, preview: str = "") -> None:
 
 
 def summary_body(report: ValidationReport) -> str:
-    """The page body: the verdict lines, links to the data docs and the JSON, and every check."""
+    """The page body: the verdict lines, links to the JSON (and the data docs, when built), and every check."""
     rows = []
     for r in report.results:
         status = "pass" if r.success else ("BLOCK" if r.severity == "block" else "warn")
