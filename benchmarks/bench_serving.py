@@ -6,17 +6,20 @@
 
 What is measured, at each concurrency C (clients each sending one-text requests back to back):
 - service, adaptive batching on and off: texts/s, p50/p99 latency, non-2xx count, over real
-  HTTP on 127.0.0.1 (``tuneops serve --model TAG`` as a subprocess, one per setting);
+  HTTP on 127.0.0.1 (``tuneops serve --model TAG`` as a subprocess, one per setting), with the
+  runtime the model was packaged with (the int8 graph where packaging accepted it);
+- service with ``serving.runtime=torch`` (fp32 torch, batching on): what int8 adds;
 - bare loop: ``torch.no_grad()`` forward passes in this process on batches of C texts (capped at
   ``--max-batch-size``): what an ideal server that batches C simultaneous requests into one
   forward pass, with no HTTP, JSON, validation or logging, would do. Its p50/p99 are per batch.
 
-The three are measured in interleaved rounds (``--rounds``), so that a burst of other work on the
+The four are measured in interleaved rounds (``--rounds``), so that a burst of other work on the
 machine hits all of them alike; the best round of each is reported (the least disturbed), with
 the median beside it. ``--torch-threads`` applies to the bare loop and the service alike.
 
 The figures printed at the end (``NAME: RATIO x (goal >= G x)``) are service (batching on) /
-bare loop and batching on / off, at the highest concurrency, i.e. at saturation. The load
+bare fp32 loop, batching on / off, and packaged runtime / fp32 service, at the highest
+concurrency, i.e. at saturation. The load
 generator runs on the same machine and takes CPU from the server, so on a small machine the
 ratio understates the service.
 
@@ -78,17 +81,22 @@ def main() -> int:
     print(f"model {tag}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
 
+    runtime = (json.loads((model_dir / "tuneops.json").read_text()).get("serving_runtime") or {})
+    print(f"packaged serving runtime: {runtime.get('runtime', 'torch')} ({runtime.get('reason', 'not recorded')})")
     bare = BareLoop(model_dir)
-    names = ["bare loop", "service, batching on", "service, batching off"]
+    names = ["bare loop", "service, batching on", "service, batching off", "service, fp32 torch"]
     rounds: dict[str, dict[int, list[dict]]] = {name: {level: [] for level in levels} for name in names}
     with Server(tag, True, args.max_batch_size, _free_port(), args.torch_threads) as batching_on, \
-            Server(tag, False, args.max_batch_size, _free_port(), args.torch_threads) as batching_off:
-        # Rounds interleave the three, so a burst of other work on the machine hits all of them.
+            Server(tag, False, args.max_batch_size, _free_port(), args.torch_threads) as batching_off, \
+            Server(tag, True, args.max_batch_size, _free_port(), args.torch_threads, runtime="torch") as fp32:
+        servers = (("service, batching on", batching_on), ("service, batching off", batching_off),
+                   ("service, fp32 torch", fp32))
+        # Rounds interleave the four, so a burst of other work on the machine hits all of them.
         for level in levels:
             requests = _count(args.requests, level, levels)
             for _ in range(args.rounds):
                 rounds["bare loop"][level].append(bare.run(texts, min(level, args.max_batch_size), requests))
-                for name, server in (("service, batching on", batching_on), ("service, batching off", batching_off)):
+                for name, server in servers:
                     rounds[name][level].append(asyncio.run(load(server.url, texts, level, requests)))
                 print(f"  concurrency {level}: " + ", ".join(
                     f"{name} {rounds[name][level][-1]['throughput']:.0f}/s" for name in names), flush=True)
@@ -171,10 +179,11 @@ async def _read(call) -> None:
 class Server:
     """``tuneops serve --model TAG`` on 127.0.0.1, its prediction log in a temporary home."""
 
-    def __init__(self, tag: str, batching: bool, max_batch_size: int, port: int, torch_threads: int) -> None:
+    def __init__(self, tag: str, batching: bool, max_batch_size: int, port: int, torch_threads: int,
+                 runtime: str = "auto") -> None:
         self.tag, self.port = tag, port
         self.url = f"http://127.0.0.1:{port}"
-        self.overrides = [f"serving.adaptive_batching={str(batching).lower()}",
+        self.overrides = [f"serving.adaptive_batching={str(batching).lower()}", f"serving.runtime={runtime}",
                           f"serving.max_batch_size={max_batch_size}", f"serving.torch_threads={torch_threads}"]
         self.home = tempfile.TemporaryDirectory(prefix="tuneops-bench-")
         self.process: subprocess.Popen | None = None
@@ -236,11 +245,13 @@ def _report(rounds: dict[str, dict[int, list[dict]]], levels: list[int]) -> None
                   f"{row['p99_ms']:>8.1f} {errors:>8}")
     top = levels[-1]
     on, off = best["service, batching on"][top]["throughput"], best["service, batching off"][top]["throughput"]
-    bare = best["bare loop"][top]["throughput"]
+    bare, fp32 = best["bare loop"][top]["throughput"], best["service, fp32 torch"][top]["throughput"]
     print()
-    print(f"at concurrency {top} (saturation): service with batching / bare loop, batching on / off")
-    print(figure_line("serve_vs_bare_torch", on / bare, 0.7))
+    print(f"at concurrency {top} (saturation): service (its packaged runtime) / bare fp32 loop, batching on / off, "
+          "packaged runtime / fp32 torch service")
+    print(figure_line("serve_vs_bare_torch", on / bare, 1.5))
     print(figure_line("serve_batching_on_vs_off", on / off, 1.0))
+    print(figure_line("serve_packaged_vs_fp32_service", on / fp32, 1.0))
 
 
 def _count(requests: int, level: int, levels: list[int]) -> int:
@@ -270,8 +281,11 @@ def _model_tag(args) -> str:
 def _quick_model() -> str:
     """Fine-tune MiniLM for 20 steps on demo reviews and package it (speed, not quality, matters here)."""
     from tuneops.components import registry
-    from tuneops.components.config import TrainingConfig
+    from tuneops.components.config import ServingConfig, TrainingConfig
     from tuneops.components.data.demo import generate_reviews
+    from tuneops.components.int8_serving import CALIBRATION_ROWS, choose_serving_runtime
+    from tuneops.components.metrics import classification_metrics
+    from tuneops.components.predictor import Predictor
     from tuneops.components.tasks.registry import get_task
     from tuneops.components.training.finetune import finetune
 
@@ -281,6 +295,12 @@ def _quick_model() -> str:
     trained = finetune(frame.iloc[:300], frame.iloc[300:], labels, "packaged:all-MiniLM-L6-v2",
                        TrainingConfig(max_steps=20, batch_size=16, max_length=128), output,
                        task=get_task("text-classification"))
+    # Packaged as a run packages: the int8 graph where it is as good as fp32 on the held-out rows.
+    predictor = Predictor.from_dir(trained.path)
+    held_out, truth = frame["text"].iloc[300:].tolist(), frame["label"].iloc[300:].astype(str).tolist()
+    fp32_f1 = classification_metrics(truth, predictor.predict_proba(held_out), labels)["macro_f1"]
+    choose_serving_runtime(predictor, trained.path, held_out, truth, fp32_f1, ServingConfig().int8_max_f1_drop,
+                           frame["text"].iloc[:CALIBRATION_ROWS].tolist())
     reference = frame.iloc[:300].assign(prediction=frame["label"].iloc[:300])
     return registry.package_model(trained.path, {"run_id": "benchmark"}, reference).tag
 

@@ -1,6 +1,8 @@
 """Training throughput: tuneops' fine-tune loop against a plain Hugging Face Trainer script.
 
-Same machine, same run, same model, data, batch size, epochs, learning rate and thread count:
+Same machine, same run, same model, data, batch size, epochs, learning rate, thread count and
+precision (what ``training.precision: auto`` picks here: bf16 on a GPU or a CPU with AMX /
+AVX512-BF16, else fp32; the Trainers get ``bf16=True`` exactly then):
 
   tuneops           tuneops.components.training.finetune.finetune (dynamic padding, length-grouped batches, fused AdamW)
   trainer-fixed     transformers.Trainer with its defaults and every row padded to max_length:
@@ -40,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from tuneops.components.paths import OMP_WAIT_POLICY  # noqa: E402  (light: no torch import)
 from figures import figure_line  # noqa: E402  (benchmarks/figures.py, beside this script)
 
-CHECKPOINT = "packaged:all-MiniLM-L6-v2"
+DEFAULT_CHECKPOINT = "packaged:all-MiniLM-L6-v2"
 VARIANTS = ("tuneops", "trainer-fixed", "trainer-dynamic")
 
 
@@ -75,7 +77,8 @@ def run_tuneops(args, workdir: Path) -> dict:
         threads=args.threads, early_stopping_patience=None, checkpoint_every_steps=10**6, seed=args.seed,
     )
     torch.set_num_threads(args.threads)
-    result = finetune(train, validation, labels, CHECKPOINT, config, workdir / "tuneops" / "model", task=text_task())
+    result = finetune(train, validation, labels, args.checkpoint, config, workdir / "tuneops" / "model",
+                      task=text_task())
     figures = result.throughput
     return {
         "train_seconds": figures["train_seconds"],
@@ -101,7 +104,7 @@ def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
     train, _, labels = demo_splits(args.rows)
     label_ids = {label: i for i, label in enumerate(labels)}
     torch.manual_seed(args.seed)
-    tokenizer, model = load_for_classification(parse_spec(CHECKPOINT), labels, text_task())
+    tokenizer, model = load_for_classification(parse_spec(args.checkpoint), labels, text_task())
     padding = False if dynamic else "max_length"
     encoded = tokenizer(train["text"].tolist(), truncation=True, max_length=args.max_length, padding=padding)
     dataset = datasets.Dataset.from_dict({**encoded, "labels": train["label"].map(label_ids).tolist()})
@@ -111,7 +114,9 @@ def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
         per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs, learning_rate=args.learning_rate,
         weight_decay=0.01, warmup_steps=0.06, lr_scheduler_type="linear", seed=args.seed,
         eval_strategy="no", save_strategy="no", report_to=[], logging_strategy="no", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+        # The precision tuneops' loop picks on this machine (bf16 on GPUs and on CPUs with AMX or
+        # AVX512-BF16, else fp32): both loops compute alike.
+        use_cpu=not torch.cuda.is_available(), bf16=_tuneops_precision() == "bf16",
         train_sampling_strategy="group_by_length" if dynamic else "random",
     )
     trainer = Trainer(
@@ -135,6 +140,17 @@ def run_trainer(args, workdir: Path, dynamic: bool) -> dict:
     }
 
 
+def _tuneops_precision() -> str:
+    """What ``training.precision: auto`` picks here."""
+    import torch
+
+    from tuneops.components.device import cpu_bf16_flags, select_precision
+
+    if torch.cuda.is_available():
+        return select_precision("cuda:0", "auto", torch.cuda.is_bf16_supported()).precision
+    return select_precision("cpu", "auto", False, cpu_bf16_flags()).precision
+
+
 def run_default(workdir: Path) -> dict:
     """The default pipeline config's fine-tune on the demo data, as ``tuneops run`` would do it."""
     from tuneops.components.config import PipelineConfig
@@ -147,7 +163,7 @@ def run_default(workdir: Path) -> dict:
     task = get_task(config.task)
     splits = as_validated(load_data(config.data, workdir / "demo", task))
     started = time.perf_counter()
-    result = finetune(splits.train, splits.validation, splits.labels, CHECKPOINT, config.training,
+    result = finetune(splits.train, splits.validation, splits.labels, DEFAULT_CHECKPOINT, config.training,
                       workdir / "default" / "model", task=task)
     return {
         "wall_seconds": time.perf_counter() - started,
@@ -177,7 +193,7 @@ def launch(variant: str, args, workdir: Path) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--workdir", str(workdir),
                "--rows", str(args.rows), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                "--max-length", str(args.max_length), "--threads", str(args.threads),
-               "--learning-rate", str(args.learning_rate), "--seed", str(args.seed)]
+               "--learning-rate", str(args.learning_rate), "--seed", str(args.seed), "--checkpoint", args.checkpoint]
     # Every variant runs with the OpenMP wait policy tuneops sets for itself: the same runtime for all.
     environment = dict(os.environ, TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false",
                        TUNEOPS_HOME=str(workdir / "home"),
@@ -205,6 +221,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every variant (default 1)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best is reported")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the model every variant fine-tunes")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--skip-default-run", action="store_true")
     parser.add_argument("--quick", action="store_true", help="240 rows, 1 round, no default run (a few minutes)")
@@ -221,8 +238,8 @@ def main() -> None:
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(f"machine: {device}; torch {torch.__version__}; threads per variant: {args.threads}; "
-          f"load average before: {os.getloadavg()[0]:.2f}")
-    print(f"model: {CHECKPOINT}; data: {args.rows} demo rows x {args.epochs:g} epochs, batch {args.batch_size}, "
+          f"precision: {_tuneops_precision()}; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"model: {args.checkpoint}; data: {args.rows} demo rows x {args.epochs:g} epochs, batch {args.batch_size}, "
           f"max_length {args.max_length}\n")
     rounds: dict[str, list[dict]] = {variant: [] for variant in args.variants.split(",")}
     with tempfile.TemporaryDirectory(prefix="tuneops-bench-") as temporary:

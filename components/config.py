@@ -427,7 +427,17 @@ class ServingConfig(Section):
     # proportional to padded tokens, and passes of ~16 pad less than one pass of 32 at no loss
     # of speed per text; a GPU wants the whole batch in one pass.
     forward_batch_size: int = Field(
-        0, ge=0, le=4096, description="texts per forward pass; 0 = 16 on CPU, the whole batch on GPU"
+        0, ge=0, le=4096, description="texts per forward pass; 0 = 16 on CPU (8 with the int8 graph), the whole batch on GPU"
+    )
+    # Checked at packaging time against the test set, never assumed (components/int8_serving.py).
+    int8: bool = Field(
+        True, description="text models on CPU: serve an int8 ONNX Runtime graph when packaging finds it as good as fp32"
+    )
+    int8_max_f1_drop: float = Field(
+        0.005, ge=0, le=1, description="the int8 graph is used only if its test macro-F1 is at most this below fp32's"
+    )
+    runtime: Literal["auto", "torch"] = Field(
+        "auto", description="auto = the packaged int8 graph where packaging accepted it, else torch; torch = always fp32"
     )
     request_timeout_s: int = Field(60, ge=1, le=3600)
     reload_check_s: float = Field(1.0, gt=0, le=3600, description="how often the champion pointer is checked")

@@ -168,6 +168,11 @@ def _training_procedure(summary: Mapping[str, Any]) -> str:
                  f"the best validation step ({_count(best.get('step'))}) had macro F1 {_fmt(best.get('macro_f1'))}. "
                  f"Trained on {throughput.get('device') or _UNRECORDED} in {throughput.get('precision') or _UNRECORDED}"
                  f", processes: {_count(throughput.get('processes'))}.")
+    runtime = summary.get("serving_runtime") or {}
+    if runtime:
+        served = "int8 (ONNX Runtime)" if runtime.get("runtime") == "onnx-int8" else "fp32 (torch)"
+        lines.append("")
+        lines.append(f"Served in {served}: {_cell(runtime.get('reason') or '')}.")
     return "\n".join(lines) + "\n"
 
 

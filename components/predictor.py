@@ -17,6 +17,8 @@ import numpy as np
 
 from tuneops.components.checkpoints import feature_width
 from tuneops.components.device import autocast, inference_precision, resolve_device
+from tuneops.components.files import atomic_write_text
+from tuneops.components.int8_serving import OnnxClassifier, packaged_runner
 from tuneops.components.tasks.base import EncodedInputs, Task
 from tuneops.components.tasks.registry import get_task
 
@@ -34,8 +36,12 @@ class Predictor:
     """A classifier ready for inference: batches cheap inputs together, returns probabilities and embeddings."""
 
     def __init__(self, model, processor, labels: list[str], *, task: Task, max_length: int = 128,
-                 device: str = "cpu", manifest: dict[str, Any] | None = None) -> None:
+                 device: str = "cpu", manifest: dict[str, Any] | None = None,
+                 runner: OnnxClassifier | None = None) -> None:
         self.model = model.to(device).eval()
+        # The int8 graph that computes probabilities in place of the model, when serving uses it;
+        # embeddings always come from the model itself.
+        self.runner = runner
         self.processor = processor
         self.labels = list(labels)
         self.task = task
@@ -47,14 +53,22 @@ class Predictor:
         self._embedding_width = _embedding_width(self.model, self._head)
 
     @classmethod
-    def from_dir(cls, path: str | Path, device: str = "auto") -> "Predictor":
-        """Load a directory written by ``save`` (safetensors weights, processor, ``tuneops.json``)."""
+    def from_dir(cls, path: str | Path, device: str = "auto", runtime: str = "torch") -> "Predictor":
+        """Load a directory written by ``save`` (safetensors weights, processor, ``tuneops.json``).
+
+        ``runtime="packaged"`` (serving) also loads the int8 graph where packaging found it as good
+        as the fp32 model (``int8_serving``); ``"torch"`` (evaluation, the gate) never does.
+        """
+        import torch
+
         path = Path(path)
         manifest = cls.read_manifest(path)
         task = get_task(manifest.get("task", "text-classification"))  # models saved before the task seam
         processor, model = task.load_trained(path)
+        device = resolve_device(device)
+        runner = packaged_runner(path, manifest, device, torch.get_num_threads()) if runtime == "packaged" else None
         return cls(model, processor, manifest["labels"], task=task, max_length=manifest.get("max_length", 128),
-                   device=resolve_device(device), manifest=manifest)
+                   device=device, manifest=manifest, runner=runner)
 
     @staticmethod
     def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -72,9 +86,20 @@ class Predictor:
         (path / MANIFEST).write_text(json.dumps(self.manifest, indent=2))
         return path
 
-    def predict_proba(self, inputs: list[Any], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities, shape (len(inputs), len(labels)), in the order of ``labels``."""
-        probabilities, _ = self._run(inputs, batch_size, want_embeddings=False)
+    def update_manifest(self, path: str | Path, extra: dict[str, Any]) -> None:
+        """Add ``extra`` to the manifest of the model directory ``path`` (atomically) and to this
+        predictor's own: a decision taken after training, such as the serving runtime."""
+        path = Path(path)
+        manifest = self.read_manifest(path)
+        manifest.update(extra)
+        atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2))
+        self.manifest.update(extra)
+
+    def predict_proba(self, inputs: list[Any], batch_size: int = 64,
+                      runner: OnnxClassifier | None = None) -> np.ndarray:
+        """Class probabilities, shape (len(inputs), len(labels)), in the order of ``labels``;
+        computed by ``runner`` (an int8 graph) when given, else by the predictor's own path."""
+        probabilities, _ = self._run(inputs, batch_size, want_embeddings=False, runner=runner or self.runner)
         return probabilities
 
     def predict(self, inputs: list[Any], batch_size: int = 64) -> list[Prediction]:
@@ -114,7 +139,8 @@ class Predictor:
             probabilities={label: float(p) for label, p in zip(self.labels, row)},
         )
 
-    def _run(self, inputs: list[Any], batch_size: int, want_embeddings: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, inputs: list[Any], batch_size: int, want_embeddings: bool,
+             runner: OnnxClassifier | None = None) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         inputs = list(inputs)
@@ -131,6 +157,9 @@ class Predictor:
                 for start in range(0, len(inputs), batch_size):
                     index = order[start:start + batch_size]
                     batch = self.task.model_inputs(self.processor, [inputs[i] for i in index], self.max_length)
+                    if runner is not None:
+                        probabilities[index] = _softmax(runner.logits(batch))
+                        continue
                     batch = {key: value.to(self.device) for key, value in batch.items()}
                     captured.clear()
                     output = self.model(**batch, output_hidden_states=want_embeddings and head is None)
@@ -143,6 +172,11 @@ class Predictor:
             if hook is not None:
                 hook.remove()
         return probabilities, embeddings
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def _head_input(model):

@@ -10,6 +10,10 @@
 # For an immutable image with one model inside, build a bento instead (docker/README.md).
 FROM python:3.11.11-slim-bookworm
 
+# The hub is off by default: the service loads models from the volume only, and a cluster
+# without egress would otherwise stall on hub look-ups. Switch it on with
+# --build-arg HF_HUB_OFFLINE=0, or at run time with -e HF_HUB_OFFLINE=0 (docker/README.md).
+ARG HF_HUB_OFFLINE=1
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -18,7 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BENTOML_HOME=/data/bentoml \
     DO_NOT_TRACK=1 \
     BENTOML_DO_NOT_TRACK=true \
-    HF_HUB_OFFLINE=1 \
+    HF_HUB_OFFLINE=${HF_HUB_OFFLINE} \
     TOKENIZERS_PARALLELISM=false \
     OMP_WAIT_POLICY=PASSIVE
 

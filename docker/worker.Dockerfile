@@ -8,6 +8,10 @@
 # a volume shared with the serving image.
 FROM python:3.11.11-slim-bookworm
 
+# The hub is off by default, so a cluster without egress never stalls on it; hub-id candidates
+# then train only from the Hugging Face cache. Switch it on with --build-arg HF_HUB_OFFLINE=0,
+# or per run with HF_HUB_OFFLINE=0 in the environment (docker/README.md).
+ARG HF_HUB_OFFLINE=1
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -18,7 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TUNEOPS_PROJECT_DIR=/opt/tuneops \
     DO_NOT_TRACK=1 \
     BENTOML_DO_NOT_TRACK=true \
-    HF_HUB_OFFLINE=1 \
+    HF_HUB_OFFLINE=${HF_HUB_OFFLINE} \
     TOKENIZERS_PARALLELISM=false \
     OMP_WAIT_POLICY=PASSIVE
 

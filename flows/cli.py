@@ -120,6 +120,11 @@ def run(
         from tuneops.components.config import load_config
 
         loaded = load_config(config, overrides)  # bad config: exit 2 before any server starts
+        from tuneops.components.paths import tuneops_home
+        from tuneops.components.persistent_home import check_persistent_home, persistence_required
+
+        # Also before any server starts; the flow checks again for runs a worker starts.
+        check_persistent_home(tuneops_home(), persistence_required())
         _configure_logging()
         from tuneops.flows import progress
         from tuneops.flows.api import run_training

@@ -22,14 +22,17 @@ from prefect.states import Failed, State
 from tuneops.components import registry
 from tuneops.components.checkpoints import checkpoint_revision
 from tuneops.components.config import PipelineConfig
+from tuneops.components.data.columns import LABEL
 from tuneops.components.data.loading import DatasetSplits, as_validated, load_data
 from tuneops.components.errors import TuneopsError, ValidationBlocked
 from tuneops.components.evaluation.evaluate import evaluate
 from tuneops.components.evaluation.floor import score_floor
 from tuneops.components.evaluation.gate import GateCheck, decide
+from tuneops.components.int8_serving import CALIBRATION_ROWS, RuntimeChoice, choose_serving_runtime
 from tuneops.components.model_card import split_label_counts, write_model_card
 from tuneops.components.monitoring.reference import reference_sample
-from tuneops.components.paths import demo_dir
+from tuneops.components.paths import demo_dir, tuneops_home
+from tuneops.components.persistent_home import check_persistent_home, persistence_required
 from tuneops.components.predictor import Predictor
 from tuneops.components.run_record import RunRecord, interruption_message, is_interruption, new_run_id
 from tuneops.components.selection.select import select_model
@@ -42,6 +45,7 @@ from tuneops.components.validation.validate import blocking_message, validate_da
 from tuneops.flows import progress
 from tuneops.flows.sigterm import sigterm_noted
 from tuneops.serving.infra_validation import InfraValidation, validate_serving
+from tuneops.serving.settings import predictor_runtime
 
 # Pipeline objects (frames, models) are not worth hashing for Prefect's cache, so every task opts
 # out. No task retries: the steps read local files and compute; a failure is not transient.
@@ -91,16 +95,28 @@ def reference_task(train: pd.DataFrame, predictor: Predictor, config: PipelineCo
     return reference_sample(train, predictor, config.evaluation.drift_sample_rows, config.data.split_seed)
 
 
+@prefect_task(name="serving-runtime", cache_policy=NO_CACHE)
+def serving_runtime_task(predictor: Predictor, model_dir: Path, splits: DatasetSplits, fp32_macro_f1: float,
+                         config: PipelineConfig) -> RuntimeChoice:
+    column = predictor.task.input_column
+    return choose_serving_runtime(predictor, model_dir, splits.test[column].tolist(),
+                                  splits.test[LABEL].astype(str).tolist(), fp32_macro_f1,
+                                  config.serving.int8_max_f1_drop, splits.train[column].head(CALIBRATION_ROWS).tolist(),
+                                  enabled=config.serving.int8)
+
+
 @prefect_task(name="package", cache_policy=NO_CACHE)
 def package_task(model_dir: Path, metadata: dict[str, Any], reference: pd.DataFrame) -> registry.ModelRelease:
     return registry.package_model(model_dir, metadata, reference)
 
 
 @prefect_task(name="infra-validate", cache_policy=NO_CACHE)
-def infra_validate_task(tag: str, test: pd.DataFrame, predictor: Predictor, config: PipelineConfig,
-                        output_dir: Path) -> InfraValidation:
-    inputs = test[predictor.task.input_column].head(config.gate.infra_validation.requests).tolist()
-    return validate_serving(tag, inputs, predictor.predict_proba(inputs), predictor.labels, predictor.task,
+def infra_validate_task(tag: str, test: pd.DataFrame, config: PipelineConfig, output_dir: Path) -> InfraValidation:
+    # The packaged model, loaded as the service loads it (int8 where packaging chose it): what
+    # the server answers must match it.
+    served = Predictor.from_dir(registry.get_model(tag).model_dir, runtime=predictor_runtime(config.serving))
+    inputs = test[served.task.input_column].head(config.gate.infra_validation.requests).tolist()
+    return validate_serving(tag, inputs, served.predict_proba(inputs), served.labels, served.task,
                             config.gate.infra_validation, config.serving, output_dir)
 
 
@@ -113,6 +129,8 @@ def train_pipeline(config: PipelineConfig, run_id: str | None = None, resume: bo
     ``interrupted``. ``resume`` continues the interrupted or failed run ``run_id``
     (``RunRecord.resume`` says which may be continued).
     """
+    # Before anything is written: a home that vanishes with the pod must not get a model.
+    check_persistent_home(tuneops_home(), persistence_required())
     task = get_task(config.task)
     if resume:
         record, previous = RunRecord.resume(run_id, config)
@@ -268,7 +286,9 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
 
     with stage("package"):
         metadata = record.release_metadata(challenger.metrics, splits.labels, decision.promote)
-        # In the model's folder before packaging, so the card is checksummed with the other files.
+        # Both in the model's folder before packaging, so they are checksummed with the other files.
+        record.fields["serving_runtime"] = serving_runtime_task(challenger_model, trained.path, splits,
+                                                                challenger.metrics["macro_f1"], config).to_json()
         write_model_card(trained.path, record.summary(), record.lineage, challenger.to_json(),
                          split_label_counts(splits), infra_validation=config.gate.infra_validation.enabled)
         release = package_task(trained.path, metadata, reference_task(splits.train, challenger_model, config))
@@ -276,8 +296,7 @@ def _run_stages(config: PipelineConfig, task: Task, record: RunRecord, resumed_c
 
     if decision.promote and config.gate.infra_validation.enabled:
         with stage("infra_validate"):
-            serving = infra_validate_task(str(release.tag), splits.test, challenger_model, config,
-                                          directory / "infra_validation")
+            serving = infra_validate_task(str(release.tag), splits.test, config, directory / "infra_validation")
             record.fields["infra_validation"] = serving.to_json()
             record.add_report("Infrastructure validation (server log)", serving.server_log, "infra_validate")
             decision.add_check(GateCheck("infra", serving.passed, serving.message))

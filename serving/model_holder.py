@@ -76,10 +76,13 @@ def _task_name(manifest: dict) -> str:
     return str(manifest.get("task", registry.DEFAULT_TASK))
 
 
-def load_model(tag: str) -> LoadedModel:
-    """Verify the packaged model ``tag`` and load it for inference, checked by one prediction."""
+def load_model(tag: str, runtime: str = "packaged") -> LoadedModel:
+    """Verify the packaged model ``tag`` and load it for inference, checked by one prediction.
+
+    ``runtime``: "packaged" serves the int8 graph where packaging accepted it, "torch" never does.
+    """
     release = registry.verify_model(tag)
-    predictor = Predictor.from_dir(release.model_dir)
+    predictor = Predictor.from_dir(release.model_dir, runtime=runtime)
     # One forward pass, on the first usable input of the model's own reference sample (whatever
     # its task's inputs are; image files may be gone: then the task's own), proves the weights
     # load and run, and warms up the first real request.
@@ -103,8 +106,9 @@ class ModelHolder:
     def __init__(self, pinned_tag: str | None = None, check_interval_s: float = 1.0,
                  on_swap: Callable[[str, str], None] | None = None,
                  on_swap_failure: Callable[[str, str], None] | None = None,
-                 task_name: str | None = None) -> None:
+                 task_name: str | None = None, runtime: str = "packaged") -> None:
         self.pinned_tag = pinned_tag
+        self.runtime = runtime
         # The task whose requests the service accepts (its schema is fixed at start-up); a model
         # of another task cannot answer them. None: whichever task the first model has.
         self.task_name = task_name
@@ -152,13 +156,13 @@ class ModelHolder:
         the most recent previous champion that does (the pointer is not moved). StageError or
         ConfigError in one line when nothing loads."""
         if self.pinned_tag:
-            return self._serve(self._checked(load_model(self.pinned_tag)), None)
+            return self._serve(self._checked(load_model(self.pinned_tag, self.runtime)), None)
         self._pointer_signature = _signature(champion_pointer.pointer_path())
         tag = registry.champion_tag()
         if tag is None:
             raise StageError(NO_CHAMPION)
         try:
-            loaded = self._checked(load_model(tag))
+            loaded = self._checked(load_model(tag, self.runtime))
         except Exception as error:  # whatever the failure, an earlier champion may still serve
             problem = f"champion {tag} not loaded: {one_line(error, _MAX_REASON_CHARS)}"
             fallback = self._previous_champion(tag)
@@ -208,7 +212,7 @@ class ModelHolder:
             return False
         previous = self.current.tag
         try:
-            loaded = self._checked(load_model(tag))
+            loaded = self._checked(load_model(tag, self.runtime))
         except Exception as error:  # any failure to load must leave the service serving
             self._rejected_tag = tag
             self._problem = f"champion {tag} not loaded: {one_line(error, _MAX_REASON_CHARS)}; still serving {previous}"
@@ -257,7 +261,7 @@ class ModelHolder:
                 continue
             tried.add(tag)
             try:
-                return self._checked(load_model(tag))
+                return self._checked(load_model(tag, self.runtime))
             except Exception as error:  # damaged or deleted too: go further back
                 logger.warning("previous champion %s not loaded either: %s", tag, one_line(error, _MAX_REASON_CHARS))
         return None

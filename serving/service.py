@@ -40,13 +40,16 @@ from tuneops.serving.metrics import BoundedPathLabels, service_metrics
 from tuneops.serving.model_holder import ModelHolder, served_task
 from tuneops.serving.openapi import with_guard_responses
 from tuneops.serving.schemas import ClassPrediction, Readiness
-from tuneops.serving.settings import pinned_model, serving_config_from_env
+from tuneops.serving.settings import pinned_model, predictor_runtime, serving_config_from_env
 
 logger = logging.getLogger("tuneops.serving")
 
 # Passes of 16 inputs pad little and keep a CPU as busy per input as larger ones
-# (benchmarks/bench_serving.py; ServingConfig.forward_batch_size).
+# (benchmarks/bench_serving.py; ServingConfig.forward_batch_size). The int8 graph has less fixed
+# cost per pass, so shorter passes win: 8 texts per pass ran 320 texts/s, 16 300, 32 255 (MiniLM,
+# one thread, demo reviews).
 CPU_FORWARD_BATCH = 16
+INT8_FORWARD_BATCH = 8
 
 CONFIG = serving_config_from_env()
 PINNED_TAG = pinned_model()
@@ -92,6 +95,8 @@ class TuneopsClassifier:
         self.holder = ModelHolder(
             pinned_tag=PINNED_TAG,
             task_name=TASK.name,
+            # After the thread count is set: the int8 session takes torch's.
+            runtime=predictor_runtime(CONFIG),
             check_interval_s=CONFIG.reload_check_s,
             on_swap=lambda previous, new: self.metrics.swaps.inc(),
             on_swap_failure=lambda tag, reason: self.metrics.swap_failures.inc(),
@@ -144,7 +149,9 @@ class TuneopsClassifier:
         """Inputs per forward pass (the predictor orders the batch by cost before splitting it)."""
         if self.config.forward_batch_size:
             return self.config.forward_batch_size
-        return self.config.max_batch_size if predictor.device.startswith("cuda") else CPU_FORWARD_BATCH
+        if predictor.device.startswith("cuda"):
+            return self.config.max_batch_size
+        return INT8_FORWARD_BATCH if predictor.runner is not None else CPU_FORWARD_BATCH
 
     def _record(self, records: list[dict], model_tag: str) -> None:
         """Log the batch and count it. A full disk must not take predictions down with it:

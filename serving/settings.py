@@ -50,6 +50,12 @@ def pinned_model() -> str | None:
     return str(getattr(bentoml.use_arguments(), BENTO_MODEL_ARGUMENT, "") or "").strip() or None
 
 
+def predictor_runtime(config: ServingConfig) -> str:
+    """How the service loads its model (``Predictor.from_dir``'s ``runtime``): the int8 graph
+    where packaging accepted it ("packaged"), or fp32 torch always."""
+    return "packaged" if config.runtime == "auto" else "torch"
+
+
 def serving_environment(config: ServingConfig, model_tag: str | None) -> dict[str, str]:
     """The variables a served process needs, to merge into its environment."""
     env = {SERVING_CONFIG_ENV: config.model_dump_json()}

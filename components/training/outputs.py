@@ -162,6 +162,7 @@ def training_args(setup: RunSetup, fingerprint: str) -> dict:
         "labels": request.labels,
         "device": setup.placement.device,
         "precision": setup.placement.precision,
+        "precision_reason": setup.placement.precision_reason,
         "world_size": setup.context.world_size,
         "threads_per_process": setup.placement.threads,
         "loader_workers": setup.placement.workers,
@@ -198,6 +199,7 @@ def throughput_figures(setup: RunSetup, state: TrainingState) -> dict:
         "model_tflops_per_second": state.model_flops / seconds / 1e12,
         "device": setup.placement.device,
         "precision": setup.placement.precision,
+        "precision_reason": setup.placement.precision_reason,
         "processes": setup.context.world_size,
         "peak_rss_mib": peak_rss_mib(),
     }

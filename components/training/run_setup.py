@@ -22,7 +22,7 @@ import pandas as pd
 from tuneops.components.checkpoints import load_for_classification, parse_spec
 from tuneops.components.config import TrainingConfig
 from tuneops.components.data.columns import LABEL
-from tuneops.components.device import configure_backends, resolve_device, select_precision
+from tuneops.components.device import configure_backends, cpu_bf16_flags, resolve_device, select_precision
 from tuneops.components.errors import DataError
 from tuneops.components.tasks.base import EncodedInputs, Task
 from tuneops.components.training.recipe import unresolved_settings
@@ -103,6 +103,7 @@ class Placement:
     threads: int
     workers: int
     pad_multiple: int  # 8 on GPUs: tensor-core friendly shapes
+    precision_reason: str = ""  # what the hardware offered and why this precision (run record)
 
     @property
     def on_cuda(self) -> bool:
@@ -169,7 +170,8 @@ def set_up(request: RunRequest, context: DistributedContext, threads: int) -> Ru
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    precision = select_precision(device, config.precision, bf16)
+    choice = select_precision(device, config.precision, bf16, [] if bf16 else cpu_bf16_flags())
+    precision = choice.precision
     configure_backends(device)
     # The same seed on every process: the new classification head starts identical everywhere.
     seed_everything(config.seed)
@@ -194,7 +196,7 @@ def set_up(request: RunRequest, context: DistributedContext, threads: int) -> Ru
         request=request,
         context=context,
         placement=Placement(
-            device=device, precision=precision, threads=threads,
+            device=device, precision=precision, precision_reason=choice.reason, threads=threads,
             workers=loader_workers(config.num_workers, device, context.local_world_size),
             pad_multiple=8 if device.startswith("cuda") else 1,
         ),

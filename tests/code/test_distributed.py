@@ -33,7 +33,7 @@ from tests.code.test_training import CHECKPOINT, TASK, tiny_splits
 # zero-weighted placeholder). One thread per process: 2 processes share a 2-core machine.
 SETTINGS = dict(learning_rate=5e-4, freeze_embeddings=True, threads=1, early_stopping_patience=None, epochs=2,
                 batch_size=79, grad_accum_steps=2, dropout=0.0, eval_every_steps=4, checkpoint_every_steps=3,
-                freeze_layers=1)
+                freeze_layers=1, precision="fp32")  # equal to 1e-4: not what bf16 autocast holds to
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):

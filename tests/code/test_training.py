@@ -29,7 +29,7 @@ from tuneops.components.checkpoints import load_for_classification, packaged_mod
 from tuneops.components.config import TrainingConfig, load_config
 from tuneops.components.data.loading import LABEL
 from tuneops.components.errors import ConfigError, DataError
-from tuneops.components.device import resolve_device, select_precision
+from tuneops.components.device import cpu_bf16_flags, resolve_device, select_precision
 from tuneops.components.predictor import Predictor
 from tuneops.components.tasks.base import EncodedInputs
 from tuneops.components.tasks.registry import get_task
@@ -57,9 +57,11 @@ TASK = get_task("text-classification")
 CHECKPOINT = "packaged:all-MiniLM-L6-v2@layers=2"
 # Small enough for a shared 2-core machine; one thread per process because oversubscribed cores
 # make every step several times slower (measured), not because the result depends on it.
+# fp32 pinned: these tests compare losses and weights to 1e-4, which bf16 autocast (what "auto"
+# picks on CPUs with AMX) does not hold to; the bf16 path has its own test below.
 TINY = dict(
     max_steps=24, batch_size=16, eval_every_steps=3, checkpoint_every_steps=6, learning_rate=1e-3,
-    freeze_embeddings=True, threads=1, early_stopping_patience=None,
+    freeze_embeddings=True, threads=1, early_stopping_patience=None, precision="fp32",
 )
 # A deliberately easy task (one sentiment word decides the label), so that 24 steps of a 2-layer
 # model show real learning whatever the demo generator's current difficulty is.
@@ -116,6 +118,7 @@ def test_finetune_learns_and_writes_a_complete_model_directory(reference, splits
     assert json.loads((directory / "tuneops.json").read_text())["labels"] == splits[2]
     args = json.loads((directory / "training_args.json").read_text())
     assert args["config"]["learning_rate"] == TINY["learning_rate"] and args["optimizer"].startswith("AdamW")
+    assert (args["precision"], args["precision_reason"]) == ("fp32", "training.precision is fp32")
     # Dynamic padding with length-grouped batches: these rows are 8-20 tokens long, so padding
     # every row to max_length=128 would leave ~10% real tokens.
     assert reference.throughput["padding_efficiency"] > 0.8
@@ -231,15 +234,46 @@ def test_labels_outside_the_label_set_are_a_one_line_data_error(splits, tmp_path
 
 
 # --------------------------------------------------------------------- decisions, unit-tested
-def test_precision_follows_the_device():
-    assert select_precision("cuda:0", "auto", bf16_supported=True) == "bf16"
-    assert select_precision("cuda:0", "auto", bf16_supported=False) == "fp16"
-    assert select_precision("cpu", "auto", bf16_supported=False) == "fp32"
-    assert select_precision("cpu", "bf16", bf16_supported=False) == "bf16"
+def test_precision_follows_the_device_and_the_cpus_bf16_instructions():
+    assert select_precision("cuda:0", "auto", bf16_supported=True).precision == "bf16"
+    assert select_precision("cuda:0", "auto", bf16_supported=False).precision == "fp16"
+    # A CPU without native bf16 emulates it (~20x slower than fp32 here): auto keeps fp32.
+    plain_cpu = select_precision("cpu", "auto", bf16_supported=False, cpu_flags=[])
+    assert plain_cpu.precision == "fp32" and "no native bf16" in plain_cpu.reason
+    amx = select_precision("cpu", "auto", bf16_supported=False, cpu_flags=["amx_bf16", "avx512_bf16"])
+    assert amx.precision == "bf16" and "amx_bf16" in amx.reason
+    forced = select_precision("cpu", "bf16", bf16_supported=False, cpu_flags=[])
+    assert forced.precision == "bf16" and "emulated" in forced.reason
+    assert select_precision("cpu", "fp32", bf16_supported=False, cpu_flags=["amx_bf16"]).precision == "fp32"
     with pytest.raises(ConfigError):
         select_precision("cpu", "fp16", bf16_supported=False)
     with pytest.raises(ConfigError):
         select_precision("cuda:0", "bf16", bf16_supported=False)
+
+
+def test_bf16_autocast_trains_on_cpu_and_the_run_says_why(splits, tmp_path):
+    """The CPU bf16 path end to end on any CPU: native where the CPU has AMX / AVX512-BF16, else
+    emulated (slow, so only a few steps here)."""
+    train, validation, labels = splits
+    config = TrainingConfig(**TINY | {"precision": "bf16", "max_steps": 4, "eval_every_steps": 2})
+    trained = finetune(train.head(64), validation, labels, CHECKPOINT, config, tmp_path / "model", task=TASK)
+    args = json.loads((trained.path / "training_args.json").read_text())
+    native = bool(cpu_bf16_flags())
+    assert args["precision"] == "bf16" and ("emulated" in args["precision_reason"]) != native
+    assert trained.throughput["precision"] == "bf16" and np.isfinite(trained.last_loss)
+    probabilities = Predictor.from_dir(trained.path, device="cpu").predict_proba(validation["text"].head(8).tolist())
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # What "auto" would have picked here, and why, as the run record says it.
+    auto = select_precision("cpu", "auto", False, cpu_bf16_flags())
+    assert auto.precision == ("bf16" if native else "fp32")
+
+
+def test_the_cpus_bf16_instructions_are_read_from_cpuinfo():
+    sapphire_rapids = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    assert cpu_bf16_flags(sapphire_rapids) == ["amx_bf16", "avx512_bf16"]
+    assert cpu_bf16_flags("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n") == []
+    assert cpu_bf16_flags("no flags line at all") == []
+    assert isinstance(cpu_bf16_flags(), list)  # this machine's, whatever it has
 
 
 def test_device_is_detected_and_can_be_forced():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import assert_pages_render_offline, headless_chromium
+from tuneops.components.device import cpu_bf16_flags, select_precision
 from tests.e2e.helpers import cli_environment
 
 SMALL_RUN = [
@@ -75,7 +76,28 @@ def test_run_promotes_a_model_and_writes_the_record(first_run):
     assert summary["model_tag"] in result.stdout
     # The CPU run's memory budget (issue 5: under 4 GiB RSS), printed for the user.
     assert 0 < summary["peak_rss_mib"] < 4096 and "peak memory:" in result.stdout
-    assert "real tokens/s on cpu (fp32)" in result.stdout
+    # fp32, or bf16 autocast where this CPU computes bf16 natively (training.precision: auto).
+    precision = select_precision("cpu", "auto", False, cpu_bf16_flags()).precision
+    assert f"real tokens/s on cpu ({precision})" in result.stdout
+
+
+def test_the_served_runtime_was_chosen_on_the_test_split_and_served(first_run):
+    home, result = first_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(next((home / "runs").iterdir()).joinpath("summary.json").read_text())
+    choice = summary["serving_runtime"]
+    name, _, version = summary["model_tag"].partition(":")
+    model_dir = home / "bentoml" / "models" / name / version
+    assert json.loads((model_dir / "tuneops.json").read_text())["serving_runtime"] == choice
+    assert choice["fp32_macro_f1"] == pytest.approx(summary["metrics"]["macro_f1"])
+    if choice["runtime"] == "onnx-int8":
+        # Used only as good as fp32 on the test split and faster; infrastructure validation then
+        # served this graph and matched it in process.
+        assert choice["fp32_macro_f1"] - choice["int8_macro_f1"] <= 0.005 and choice["int8_speedup"] > 1.0
+        assert (model_dir / "model.int8.onnx").is_file()
+    else:
+        assert choice["runtime"] == "torch" and choice["reason"] and not (model_dir / "model.int8.onnx").exists()
+    assert "Served in " in (model_dir / "README.md").read_text()  # the model card says so too
 
 
 def test_run_saves_the_model_in_the_bentoml_store_as_champion(first_run):

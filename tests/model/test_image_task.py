@@ -272,7 +272,9 @@ def test_a_few_steps_of_lite0_learn_digits_well_above_the_majority_class(digits,
     accuracy = float(np.mean(np.array(LABELS)[probabilities.argmax(1)] == validation[LABEL].to_numpy()))
     majority = float(validation[LABEL].value_counts(normalize=True).max())
     assert accuracy > majority + 0.4, (accuracy, majority)
-    assert accuracy == pytest.approx(trained.best_validation["accuracy"], abs=1e-9)
+    # Training scored validation in the run's precision (bf16 autocast on CPUs with AMX): at most
+    # one row may fall the other way in fp32.
+    assert accuracy == pytest.approx(trained.best_validation["accuracy"], abs=1.01 / len(validation))
     embeddings = predictor.embed(validation[TASK.input_column].tolist()[:4])
     assert embeddings.shape == (4, 1280) and np.isfinite(embeddings).all() and embeddings.std() > 0
 
