@@ -67,7 +67,7 @@ def run_check(args, work: Path) -> int:
         return 2
     device = "cpu" if args.dry_run else resolve_device("auto")
     bf16 = cuda and not args.dry_run and torch.cuda.is_bf16_supported()
-    choice = select_precision(device, "auto", bf16, [] if bf16 else cpu_bf16_flags())
+    choice = select_precision(device, "auto", bf16, [] if device.startswith("cuda") else cpu_bf16_flags())
     print(f"1. device {device}" + (f" ({torch.cuda.get_device_name(0)})" if device.startswith("cuda") else "")
           + f"; torch {torch.__version__}, CUDA {torch.version.cuda}; precision {choice.precision}: {choice.reason}",
           flush=True)

@@ -164,6 +164,7 @@ def store_snapshots(snapshots: list, workspace: Path | None = None,
             target = workspace / source.relative_to(staging)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
+            _announce_to_ui(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     present = {str(snapshot_id) for snapshot_id in store.list_runs(project_id)}
@@ -173,6 +174,15 @@ def store_snapshots(snapshots: list, workspace: Path | None = None,
     if window_start is not None:
         atomic_write_json(index, {"project_id": project_id, "window_start": window_start, "snapshot_ids": ids})
     return project_id, ids
+
+
+def _announce_to_ui(snapshot: Path) -> None:
+    """Make a running Evidently UI load a snapshot renamed into place. Its file watcher ignores
+    the rename (the event's source path is the staging folder, not a project's) and attribute
+    changes; it reloads on a modification of the final path. Truncating the file to its own
+    length is one, and leaves every byte as it was."""
+    with open(snapshot, "r+b") as handle:
+        handle.truncate(os.fstat(handle.fileno()).st_size)
 
 
 def _open_window_snapshots(index: Path, project_id: str, window_start: str) -> list[str]:

@@ -170,7 +170,7 @@ def set_up(request: RunRequest, context: DistributedContext, threads: int) -> Ru
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    choice = select_precision(device, config.precision, bf16, [] if bf16 else cpu_bf16_flags())
+    choice = select_precision(device, config.precision, bf16, [] if device.startswith("cuda") else cpu_bf16_flags())
     precision = choice.precision
     configure_backends(device)
     # The same seed on every process: the new classification head starts identical everywhere.

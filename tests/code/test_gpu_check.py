@@ -21,6 +21,7 @@ def _run(*arguments: str, timeout: int) -> subprocess.CompletedProcess:
                           timeout=timeout, env=environment)
 
 
+@pytest.mark.slow  # ~50 s of fine-tunes and three benchmark processes: with the slow runs (.ci/run runs them too)
 def test_the_gpu_check_dry_run_goes_through_every_step_on_cpu():
     finished = _run("--dry-run", timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
