@@ -173,8 +173,14 @@ def up(
     evidently_port: int = typer.Option(8000, help="Evidently UI port (0 = any free port)."),
     serving_port: Optional[int] = typer.Option(None, help="Serving port; unset = serving.port of the config."),
     serve: bool = typer.Option(True, help="Start the serving endpoint (needs a champion)."),
+    postgres: bool = typer.Option(
+        False, "--postgres",
+        help="Keep Prefect's database in PostgreSQL: the server in PREFECT_API_DATABASE_CONNECTION_URL, "
+             "else one of tuneops' own under $TUNEOPS_HOME/postgres (initialised and started here)."),
+    postgres_port: int = typer.Option(0, help="Port of tuneops' own PostgreSQL, on 127.0.0.1 (0 = any free port)."),
 ) -> None:
-    """Start the local stack in the background: Prefect server + worker, serving, Evidently UI."""
+    """Start the local stack in the background: Prefect server (on SQLite or PostgreSQL) + worker,
+    serving, Evidently UI."""
 
     def body() -> int:
         from tuneops.components.config import load_config
@@ -186,6 +192,7 @@ def up(
         return run_up(StackOptions(
             serving_port=loaded.serving.port if serving_port is None else serving_port,
             prefect_port=prefect_port, evidently_port=evidently_port, serve=serve,
+            postgres=postgres, postgres_port=postgres_port,
             config_path=str(config) if config else None, overrides=list(overrides or []),
         ))
 
@@ -194,7 +201,7 @@ def up(
 
 @app.command()
 def down() -> None:
-    """Stop everything `tuneops up` started."""
+    """Stop everything `tuneops up` started (its PostgreSQL too, last)."""
 
     def body() -> int:
         configure_environment()

@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         _SESSION_HOME = Path(tempfile.mkdtemp(prefix="tuneops-test-"))
     os.environ["TUNEOPS_HOME"] = str(_SESSION_HOME)
-    for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL"):
+    for inherited in ("BENTOML_HOME", "PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
         os.environ.pop(inherited, None)
     from tuneops.components.paths import configure_environment
 

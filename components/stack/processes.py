@@ -11,11 +11,13 @@ has since handed to another program never leads to a signal to that program.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from tuneops.components.errors import ConfigError, StageError
 from tuneops.components.paths import SOURCE_ROOT, tuneops_home
@@ -30,8 +32,13 @@ STOP_GRACE_S = 20.0
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], url: str, health_url: str | None,
-          extra: dict[str, str] | None = None) -> ServiceRecord:
-    """Start ``command`` in a session of its own, logging to ``stack/logs/<name>.log``, and record it."""
+          extra: dict[str, str] | None = None, account: pwd.struct_passwd | None = None,
+          leader_signal: str = "") -> ServiceRecord:
+    """Start ``command`` in a session of its own, logging to ``stack/logs/<name>.log``, and record it.
+
+    ``account``: the user to run it as (root starting PostgreSQL, which refuses to run as root).
+    ``leader_signal``: see ``ServiceRecord.leader_signal``.
+    """
     import psutil
 
     marker = new_marker(name)
@@ -45,16 +52,23 @@ def spawn(name: str, command: list[str], env: dict[str, str], url: str, health_u
         # that ran `tuneops up` does not reach the background stack.
         process = subprocess.Popen(
             command, cwd=SOURCE_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, **as_account(account),
         )
     record = ServiceRecord(
         name=name, pid=process.pid, create_time=psutil.Process(process.pid).create_time(), command=command,
         url=url, health_url=health_url, log=str(log_path),
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=dict(extra or {}),
-        marker=marker,
+        marker=marker, leader_signal=leader_signal,
     )
     write_record(record)
     return record
+
+
+def as_account(account: pwd.struct_passwd | None) -> dict:
+    """``subprocess`` arguments that run a child as ``account`` (none: as this process's user)."""
+    if account is None:
+        return {}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
 def environment(extra: dict[str, str]) -> dict[str, str]:
@@ -65,33 +79,38 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def wait_until_healthy(record: ServiceRecord, timeout_s: float) -> None:
-    """Poll the record's health URL until it answers below 400; StageError naming the log otherwise."""
-    import httpx
-
+def wait_until(record: ServiceRecord, ready: Callable[[], bool], timeout_s: float, waiting_for: str,
+               every_s: float = 0.5) -> None:
+    """Call ``ready`` until it is true; StageError naming the log when the process exits first or
+    ``timeout_s`` passes (``waiting_for`` says what it did not do in time)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if live_process(record) is None:
             raise StageError(f"{record.name} exited while starting; see {record.log}")
-        try:
-            if httpx.get(record.health_url, timeout=3.0).status_code < 400:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise StageError(f"{record.name} did not answer {record.health_url} within {timeout_s:.0f}s; see {record.log}")
+        if ready():
+            return
+        time.sleep(every_s)
+    raise StageError(f"{record.name} did not {waiting_for} within {timeout_s:.0f}s; see {record.log}")
+
+
+def wait_until_healthy(record: ServiceRecord, timeout_s: float) -> None:
+    """Wait until the record's health URL answers below 400."""
+    wait_until(record, lambda: answers(record.health_url), timeout_s, f"answer {record.health_url}")
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers a GET below 400 within a few seconds."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=3.0).status_code < 400
+    except httpx.HTTPError:
+        return False
 
 
 def wait_for_worker(record: ServiceRecord, api_url: str, pool: str, timeout_s: float) -> None:
     """Wait until the worker of ``record`` has sent the server its first heartbeat."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if live_process(record) is None:
-            raise StageError(f"prefect worker exited while starting; see {record.log}")
-        if worker_online(api_url, pool):
-            return
-        time.sleep(1.0)
-    raise StageError(f"prefect worker sent no heartbeat within {timeout_s:.0f}s; see {record.log}")
+    wait_until(record, lambda: worker_online(api_url, pool), timeout_s, "send a heartbeat", every_s=1.0)
 
 
 def worker_online(api_url: str, pool: str) -> bool:
@@ -133,6 +152,11 @@ def stop(record: ServiceRecord) -> bool:
     group = _our_group(record, family)
     if not family and not group:
         return False
+    if record.leader_signal and _stop_leader_alone(record):
+        family = _family(record)
+        group = _our_group(record, family)
+        if not family and not group:
+            return True
     if group:
         _signal_group(record.pid, signal.SIGTERM)
     for process in family:
@@ -151,6 +175,25 @@ def stop(record: ServiceRecord) -> bool:
         time.sleep(0.2)
     if _our_group(record, _family(record)):
         _signal_group(record.pid, signal.SIGKILL)
+    return True
+
+
+def _stop_leader_alone(record: ServiceRecord) -> bool:
+    """Send the recorded process alone its ``leader_signal`` and wait for it to exit; False when it
+    no longer ran. A server that shuts down its own children (PostgreSQL's postmaster) does so in
+    order, where a signal to each of them would not."""
+    import psutil
+
+    leader = live_process(record)
+    if leader is None:
+        return False
+    try:
+        leader.send_signal(getattr(signal, record.leader_signal))
+        leader.wait(timeout=STOP_GRACE_S)
+    except psutil.TimeoutExpired:
+        pass
+    except psutil.Error:
+        return False
     return True
 
 

@@ -23,7 +23,7 @@ from tuneops.components.paths import tuneops_home
 from tuneops.components.process_identity import START_TIME_TOLERANCE_S, recorded_process
 
 # The order services start in; ``down`` stops them in reverse.
-SERVICES = ("prefect-server", "prefect-worker", "evidently-ui", "serving")
+SERVICES = ("postgres", "prefect-server", "prefect-worker", "evidently-ui", "serving")
 # The environment variable that carries a started service's marker (``ServiceRecord.marker``).
 MARKER_ENV = "TUNEOPS_STACK_MARKER"
 
@@ -43,6 +43,9 @@ class ServiceRecord:
     extra: dict[str, str] = field(default_factory=dict)
     # Empty in records written before markers existed: only the process itself can be identified then.
     marker: str = ""
+    # A signal (its name) that ``stop`` sends the recorded process alone first, for a server that
+    # stops its own children in order: PostgreSQL's postmaster, whose fast shutdown is SIGINT.
+    leader_signal: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -2,9 +2,11 @@
 work-pool worker, the serving endpoint and the Evidently UI, each a background process on this
 machine (started and stopped by ``stack.processes``, recorded in ``stack.records``).
 
-The Prefect server keeps its database in SQLite under ``$PREFECT_HOME`` unless
-``PREFECT_API_DATABASE_CONNECTION_URL`` names another (PostgreSQL: ``postgresql+asyncpg://...``);
-the variable is passed through to the server as Prefect reads it.
+The Prefect server keeps its database in SQLite under ``$PREFECT_HOME`` unless one of these says
+otherwise: ``PREFECT_API_DATABASE_CONNECTION_URL`` names a server (PostgreSQL:
+``postgresql+asyncpg://...``), passed through as Prefect reads it; or ``--postgres`` asks for a
+PostgreSQL server of tuneops' own under ``$TUNEOPS_HOME/postgres`` (``stack.postgres``), started
+first and stopped last, which the stack then keeps using while it runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tuneops.components.stack import processes
+from tuneops.components.errors import ConfigError
+from tuneops.components.stack import postgres, processes
+from tuneops.components.stack.postgres import cluster_root
 from tuneops.components.stack.records import (
     SERVICES, ServiceRecord, ServiceStatus, live_process, read_record, remove_record, running, stack_dir,
 )
@@ -40,6 +44,8 @@ class StackOptions:
     prefect_port: int = DEFAULT_PREFECT_PORT
     evidently_port: int = DEFAULT_EVIDENTLY_PORT
     serve: bool = True
+    postgres: bool = False
+    postgres_port: int = 0
     config_path: str | None = None
     overrides: list[str] = field(default_factory=list)
     timeout_s: float = processes.START_TIMEOUT_S
@@ -58,8 +64,16 @@ def up(options: StackOptions, say: Callable[[str], None] = print) -> list[Servic
     started: list[ServiceRecord] = []
     try:
         server = running("prefect-server")
+        wants_postgres = options.postgres or running("postgres") is not None
+        if server is not None and wants_postgres and not server.extra["database"].startswith("postgresql"):
+            raise ConfigError(f"the running Prefect server keeps its database in {server.extra['database']}; "
+                              "run `tuneops down` first to start it on PostgreSQL")
         if server is None:
-            server = _start_prefect_server(options)
+            database_url = postgres_database_url(options, started, say) if wants_postgres else None
+            if database_url is None and (cluster_root() / "data").is_dir():
+                say(f"note: the Prefect server uses SQLite; the PostgreSQL cluster in {cluster_root()} "
+                    "is used with --postgres")
+            server = _start_prefect_server(options, database_url)
             started.append(server)
             say(f"prefect server: started (pid {server.pid})")
         api_url = server.extra["api_url"]
@@ -88,16 +102,44 @@ def up(options: StackOptions, say: Callable[[str], None] = print) -> list[Servic
     return status()
 
 
-def _start_prefect_server(options: StackOptions) -> ServiceRecord:
+def postgres_database_url(options: StackOptions, started: list[ServiceRecord], say: Callable[[str], None]) -> str:
+    """The database URL for the Prefect server: the user's own server if the environment names
+    one, else tuneops' cluster, initialised and started when it does not run yet (its record is
+    then appended to ``started``, for ``up`` to stop if a later service fails)."""
+    if os.environ.get(DATABASE_URL_ENV):
+        say(f"postgres: using the server in {DATABASE_URL_ENV}")
+        return os.environ[DATABASE_URL_ENV]
+    cluster = postgres.prepare_cluster()
+    record = running("postgres")
+    if record is None:
+        port = processes.free_port(options.postgres_port)
+        record = processes.spawn(
+            "postgres", cluster.server_command(port), processes.environment({}), url=f"{postgres.HOST}:{port}",
+            health_url=None, extra={"port": str(port), "data_dir": str(cluster.data_dir)},
+            account=cluster.account, leader_signal="SIGINT",  # the postmaster's fast shutdown
+        )
+        started.append(record)
+        processes.wait_until(record, lambda: postgres.accepting(cluster, port), options.timeout_s,
+                             "accept connections")
+        say(f"postgres: started (pid {record.pid}, {record.url}, data in {cluster.data_dir})")
+    port = int(record.extra["port"])
+    postgres.ensure_database(cluster, port)
+    return cluster.connection_url(port)
+
+
+def _start_prefect_server(options: StackOptions, database_url: str | None) -> ServiceRecord:
     port = processes.free_port(options.prefect_port)
     url = f"http://{options.host}:{port}"
-    env = processes.environment({"PREFECT_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    settings = {"PREFECT_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if database_url:
+        settings[DATABASE_URL_ENV] = database_url
     command = [
         sys.executable, "-m", "prefect", "server", "start",
         "--host", options.host, "--port", str(port), "--analytics-off",
     ]
-    record = processes.spawn("prefect-server", command, env, url=url, health_url=f"{url}/api/health",
-                             extra={"api_url": f"{url}/api", "database": describe_database()})
+    record = processes.spawn("prefect-server", command, processes.environment(settings), url=url,
+                             health_url=f"{url}/api/health",
+                             extra={"api_url": f"{url}/api", "database": describe_database(database_url)})
     processes.wait_until_healthy(record, options.timeout_s)
     return record
 
@@ -194,6 +236,11 @@ def status() -> list[ServiceStatus]:
                     state, detail = "starting", f"health check answered {answer.status_code}"
             except httpx.HTTPError:
                 state, detail = "starting", "not answering yet"
+        elif name == "postgres":
+            if not postgres.accepting(postgres.home_cluster(), int(record.extra["port"])):
+                state, detail = "starting", "not accepting connections yet"
+            else:
+                detail = f"data in {record.extra.get('data_dir')}"
         elif name == "prefect-worker":
             online = processes.worker_online(record.extra.get("api_url", ""), record.extra.get("pool", WORK_POOL))
             state, detail = ("running", f"polling {WORK_POOL}") if online else ("starting", "no heartbeat yet")
@@ -205,9 +252,9 @@ def status() -> list[ServiceStatus]:
     return report
 
 
-def describe_database() -> str:
-    """Which database the Prefect server uses, without its password."""
-    url = os.environ.get(DATABASE_URL_ENV)
+def describe_database(url: str | None = None) -> str:
+    """Which database the Prefect server uses (``url``, else the environment's), without its password."""
+    url = url or os.environ.get(DATABASE_URL_ENV)
     if not url:
         prefect_home = os.environ.get("PREFECT_HOME", str(Path.home() / ".prefect"))
         return f"sqlite ({Path(prefect_home) / 'prefect.db'})"

@@ -106,7 +106,7 @@ def test_validate_and_status_as_json(tmp_path: Path) -> None:
     assert report["passed"] is True and report["results"] and report["rows"]["train"] > 0
     status = tuneops("status", "-o", "json", home=tmp_path, timeout=120)
     services = json.loads(status.stdout)
-    assert {service["name"] for service in services} == {"prefect-server", "prefect-worker", "evidently-ui", "serving"}
+    assert [service["name"] for service in services] == ["postgres", "prefect-server", "prefect-worker", "evidently-ui", "serving"]
     assert all(service["state"] == "not started" for service in services)
 
 

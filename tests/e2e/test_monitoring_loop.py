@@ -3,7 +3,7 @@ serving + Evidently UI, all on 127.0.0.1), `tuneops deploy`, traffic over HTTP, 
 deployment run by the worker, and `tuneops down`.
 
 The module's stack is shared by its tests and lives in its own TUNEOPS_HOME. The first champion
-is fine-tuned for a few steps by this file run as a script (in that home), so the default suite
+is fine-tuned for a few steps by ``tests.e2e.stack_helpers`` run as a script (in that home), so the default suite
 does not wait for a whole training run; the slow test runs the whole retrain spine.
 """
 
@@ -19,47 +19,18 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import cli_environment
+from tests.e2e.stack_helpers import (
+    TINY_RETRAIN, classify, pid_alive, prefect_api, stack_record, start_deployment_run, tuneops, wait_for_flow_run,
+)
 
-# Small enough for a 2-core CPU, big enough that the retrained model passes the gate's behavioural
-# checks (30 steps sometimes leave 'clear neutral reviews' below its pass rate): ~35 s of training.
-TINY_RETRAIN = [
-    "data.max_rows=600",
-    "training.max_steps=90",
-    "training.batch_size=16",
-    "training.eval_every_steps=30",
-    "selection.candidates=[packaged:all-MiniLM-L6-v2]",
-    "selection.probe_rows=200",
-    "evaluation.bootstrap_samples=50",
-    # Serving follows the champion pointer; a short check keeps the test's wait short.
-    "serving.reload_check_s=0.5",
-]
 TRAFFIC_ROWS = 120
-
-
-def tuneops(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuneops.flows.cli", *args], capture_output=True, text=True,
-                          env=cli_environment(home), timeout=timeout)
-
-
-def _stack_record(home: Path, name: str) -> dict:
-    return json.loads((home / "stack" / f"{name}.json").read_text())
-
-
-def _pid_alive(pid: int, create_time: float) -> bool:
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        return abs(process.create_time() - create_time) < 0.5 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A champion, the local stack with serving, and the deployments; stopped at the end."""
     home = tmp_path_factory.mktemp("monitoring-home")
-    made = subprocess.run([sys.executable, "-m", "tests.e2e.test_monitoring_loop", "make-champion"],
+    made = subprocess.run([sys.executable, "-m", "tests.e2e.stack_helpers", "make-champion"],
                           capture_output=True, text=True, env=cli_environment(home), timeout=900,
                           cwd=Path(__file__).resolve().parents[2])
     assert made.returncode == 0, made.stderr[-3000:]
@@ -79,24 +50,14 @@ def stack(tmp_path_factory):
             "home": home,
             "champion": champion_tag,
             "feedback": feedback,
-            "api_url": _stack_record(home, "prefect-server")["extra"]["api_url"],
-            "serving_url": _stack_record(home, "serving")["url"],
-            "evidently_url": _stack_record(home, "evidently-ui")["url"],
+            "api_url": stack_record(home, "prefect-server")["extra"]["api_url"],
+            "serving_url": stack_record(home, "serving")["url"],
+            "evidently_url": stack_record(home, "evidently-ui")["url"],
             "up_output": started.stdout,
             "deploy_output": deployed.stdout,
         }
     finally:
         tuneops(home, "down", timeout=300)
-
-
-def classify(base_url: str, texts: list[str]) -> list[dict]:
-    results = []
-    with httpx.Client(base_url=base_url, timeout=120) as client:
-        for start in range(0, len(texts), 20):
-            answer = client.post("/classify", json={"texts": texts[start:start + 20]})
-            assert answer.status_code == 200, answer.text[:500]
-            results.extend(answer.json())
-    return results
 
 
 def run_monitor(stack: dict) -> tuple[dict, dict]:
@@ -108,42 +69,9 @@ def run_monitor(stack: dict) -> tuple[dict, dict]:
     return flow_run, json.loads(reports[-1].read_text())
 
 
-class _RetryBusyServer(httpx.HTTPTransport):
-    """Retry what Prefect's server answers 503 to: it says so when its SQLite database is busy,
-    and Prefect's own client retries those the same way (a few times, backing off)."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for attempt in range(6):
-            response = super().handle_request(request)
-            if response.status_code != 503:
-                return response
-            response.close()
-            time.sleep(0.5 * 2 ** attempt)
-        return super().handle_request(request)
-
-
-def prefect_api(api_url: str) -> httpx.Client:
-    """A client of the stack's Prefect REST API."""
-    return httpx.Client(base_url=api_url, timeout=30, transport=_RetryBusyServer())
-
-
 def _run_deployment(api_url: str, name: str, timeout_s: float) -> dict:
-    flow, _, deployment = name.partition("/")
     with prefect_api(api_url) as client:
-        found = client.get(f"/deployments/name/{flow}/{deployment}")
-        assert found.status_code == 200, found.text
-        created = client.post(f"/deployments/{found.json()['id']}/create_flow_run", json={})
-        assert created.status_code in (200, 201), created.text
-        return _wait_for_flow_run(client, created.json()["id"], timeout_s)
-
-
-def _wait_for_flow_run(client: httpx.Client, flow_run_id: str, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        run = client.get(f"/flow_runs/{flow_run_id}").json()
-        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") or time.monotonic() > deadline:
-            return run
-        time.sleep(2)
+        return wait_for_flow_run(client, start_deployment_run(client, name), timeout_s)
 
 
 def _flow_runs_of(api_url: str, flow_name: str) -> list[dict]:
@@ -185,7 +113,14 @@ def test_up_prints_urls_and_status_reports_every_service_running(stack):
     assert "sqlite" in rows["prefect-server"]
     # A second `up` starts nothing new: the running services are kept.
     again = tuneops(stack["home"], "up", "--no-serve", timeout=300)
-    assert again.returncode == 0 and "started" not in again.stdout, again.stdout
+    assert again.returncode == 0 and ": started" not in again.stdout, again.stdout
+    # The running server stays on its database: moving to PostgreSQL takes a `down` first.
+    moved = tuneops(stack["home"], "up", "--postgres", "--no-serve", timeout=300)
+    assert moved.returncode == 2 and ": started" not in moved.stdout, moved.stdout + moved.stderr
+    assert moved.stderr.strip().splitlines() == [
+        f"error: the running Prefect server keeps its database in {stack_record(stack['home'], 'prefect-server')['extra']['database']}; "
+        "run `tuneops down` first to start it on PostgreSQL"], moved.stderr
+    assert not (stack["home"] / "postgres").exists()
 
 
 def test_evidently_ui_project_page_shows_the_dashboard(stack):
@@ -285,7 +220,7 @@ def test_drifted_traffic_triggers_a_retrain_whose_champion_is_served(stack):
     assert any("already running or due" in note for note in again["notes"])
 
     with prefect_api(stack["api_url"]) as client:
-        retrain = _wait_for_flow_run(client, report["retrain_flow_run_id"], timeout_s=1200)
+        retrain = wait_for_flow_run(client, report["retrain_flow_run_id"], timeout_s=1200)
     assert retrain["state_type"] == "COMPLETED", retrain["state"]
     assert retrain["parameters"]["feedback_path"] == str(stack["feedback"])
     runs = [json.loads(path.read_text()) for path in (stack["home"] / "runs").glob("*/summary.json")]
@@ -310,51 +245,13 @@ def test_drifted_traffic_triggers_a_retrain_whose_champion_is_served(stack):
 
 def test_down_stops_exactly_what_up_started(stack):
     home = stack["home"]
-    records = [_stack_record(home, name) for name in ("prefect-server", "prefect-worker", "evidently-ui", "serving")]
-    assert all(_pid_alive(record["pid"], record["create_time"]) for record in records)
+    records = [stack_record(home, name) for name in ("prefect-server", "prefect-worker", "evidently-ui", "serving")]
+    assert all(pid_alive(record["pid"], record["create_time"]) for record in records)
     result = tuneops(home, "down", timeout=300)
     assert result.returncode == 0, result.stderr
     for record in records:
         assert f"{record['name']}: stopped (pid {record['pid']})" in result.stdout
-        assert not _pid_alive(record["pid"], record["create_time"]), record["name"]
+        assert not pid_alive(record["pid"], record["create_time"]), record["name"]
     assert not list((home / "stack").glob("*.json"))
     status = tuneops(home, "status", timeout=120)
     assert status.returncode == 0 and "running" not in status.stdout
-
-
-# ------------------------------------------------------------------------- champion helper
-
-
-def make_champion() -> str:
-    """Fine-tune MiniLM for a few steps on demo rows and make it the champion, with the reference
-    sample packaging keeps for monitoring. Run as ``python -m tests.e2e.test_monitoring_loop make-champion``."""
-    from tuneops.components.paths import configure_environment
-
-    configure_environment()
-    from tuneops.components import registry
-    from tuneops.components.config import PACKAGED_MINILM, load_config
-    from tuneops.components.data.loading import as_validated, load_data
-    from tuneops.components.monitoring.reference import reference_sample
-    from tuneops.components.paths import demo_dir, tuneops_home
-    from tuneops.components.predictor import Predictor
-    from tuneops.components.tasks.registry import get_task
-    from tuneops.components.training.finetune import finetune
-
-    config = load_config(None, ["data.max_rows=300", "training.max_steps=8", "training.batch_size=16"])
-    task = get_task(config.task)
-    splits = as_validated(load_data(config.data, demo_dir(), task))
-    trained = finetune(splits.train, splits.validation, splits.labels, PACKAGED_MINILM, config.training,
-                       tuneops_home() / "fixture-model" / "model", task=task)
-    # Every training row, as packaging keeps them: the reference monitoring compares traffic with.
-    reference = reference_sample(splits.train, Predictor.from_dir(trained.path), len(splits.train), seed=0)
-    release = registry.package_model(trained.path, {
-        "run_id": "monitoring-fixture", "labels": splits.labels, "gate": "promote",
-        "metrics": {}, "data_fingerprint": splits.fingerprint, "base_checkpoint": PACKAGED_MINILM,
-    }, reference)
-    registry.set_champion(release.tag)
-    return release.tag
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["make-champion"]:
-        print(make_champion())
