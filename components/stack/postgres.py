@@ -35,8 +35,6 @@ HOST = "127.0.0.1"
 # The account Debian's postgresql package creates; the server runs as it when tuneops runs as root.
 SERVER_ACCOUNT = "postgres"
 DEBIAN_BINARIES = Path("/usr/lib/postgresql")  # <version>/bin/{initdb,postgres}, not on PATH there
-NOT_INSTALLED = ("PostgreSQL is not installed (no initdb and postgres found on PATH or in /usr/lib/postgresql): "
-                 "run `bash infra/setup.sh --postgres`, or name a server with PREFECT_API_DATABASE_CONNECTION_URL")
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,8 @@ def find_bindir() -> Path:
     for folder in candidates:
         if all(os.access(folder / program, os.X_OK) for program in ("initdb", "postgres")):
             return folder
-    raise ConfigError(NOT_INSTALLED)
+    raise ConfigError(f"PostgreSQL is not installed (no initdb and postgres found on PATH or in {DEBIAN_BINARIES}): "
+                      "run `bash infra/setup.sh --postgres`, or name a server with PREFECT_API_DATABASE_CONNECTION_URL")
 
 
 def server_account() -> pwd.struct_passwd | None:
