@@ -144,11 +144,9 @@ def _tuneops_precision() -> str:
     """What ``training.precision: auto`` picks here."""
     import torch
 
-    from tuneops.components.device import cpu_bf16_flags, select_precision
+    from tuneops.components.device import precision_for
 
-    if torch.cuda.is_available():
-        return select_precision("cuda:0", "auto", torch.cuda.is_bf16_supported()).precision
-    return select_precision("cpu", "auto", False, cpu_bf16_flags()).precision
+    return precision_for("cuda:0" if torch.cuda.is_available() else "cpu", "auto").precision
 
 
 def run_default(workdir: Path) -> dict:

@@ -58,7 +58,7 @@ def run_check(args, work: Path) -> int:
     import torch
 
     from tuneops.components.data.demo import generate_reviews
-    from tuneops.components.device import cpu_bf16_flags, resolve_device, select_precision
+    from tuneops.components.device import precision_for, resolve_device
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.dry_run:
@@ -66,8 +66,7 @@ def run_check(args, work: Path) -> int:
               file=sys.stderr)
         return 2
     device = "cpu" if args.dry_run else resolve_device("auto")
-    bf16 = cuda and not args.dry_run and torch.cuda.is_bf16_supported()
-    choice = select_precision(device, "auto", bf16, [] if device.startswith("cuda") else cpu_bf16_flags())
+    choice = precision_for(device, "auto")
     print(f"1. device {device}" + (f" ({torch.cuda.get_device_name(0)})" if device.startswith("cuda") else "")
           + f"; torch {torch.__version__}, CUDA {torch.version.cuda}; precision {choice.precision}: {choice.reason}",
           flush=True)

@@ -85,6 +85,16 @@ def select_precision(device: str, requested: str, bf16_supported: bool, cpu_flag
     return PrecisionChoice("fp32", "auto: fp32, the CPU has no native bf16 (neither AMX nor AVX512-BF16)")
 
 
+def precision_for(device: str, requested: str) -> PrecisionChoice:
+    """``select_precision`` for ``device`` with what this machine reports: the GPU's bf16 support,
+    or the CPU's native bf16 flags."""
+    if device.startswith("cuda"):
+        import torch
+
+        return select_precision(device, requested, torch.cuda.is_bf16_supported())
+    return select_precision(device, requested, False, cpu_bf16_flags())
+
+
 def autocast(device: str, precision: str):
     """The autocast context for ``precision`` (a no-op for fp32)."""
     import torch

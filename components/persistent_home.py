@@ -18,6 +18,7 @@ from tuneops.components.errors import StageError
 REQUIRE_ENV = "TUNEOPS_REQUIRE_PERSISTENT_HOME"
 # File systems that live in memory or in the container's writable layer: gone with the pod.
 EPHEMERAL_TYPES = frozenset({"tmpfs", "ramfs", "overlay", "aufs", "devtmpfs"})
+MOUNTINFO = "/proc/self/mountinfo"
 
 
 def persistence_required(environ: dict[str, str] | None = None) -> bool:
@@ -30,7 +31,12 @@ def mount_of(path: str | Path, mountinfo: str | None = None) -> tuple[str, str]:
     """The mount point holding ``path`` and its file system type, from ``/proc/self/mountinfo``
     (``mountinfo`` in tests): the longest mount point that is a prefix of the resolved path."""
     if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
+        try:
+            mountinfo = Path(MOUNTINFO).read_text()
+        except OSError as error:
+            # Asked to make sure and unable to look: refuse, as for a home known to be ephemeral.
+            raise StageError(f"{REQUIRE_ENV} is set but the mounts cannot be read ({MOUNTINFO}: "
+                             f"{error.strerror}), so TUNEOPS_HOME's storage cannot be checked") from None
     target = Path(path).resolve()
     best = ("/", "unknown")
     for line in mountinfo.splitlines():

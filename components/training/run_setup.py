@@ -22,7 +22,7 @@ import pandas as pd
 from tuneops.components.checkpoints import load_for_classification, parse_spec
 from tuneops.components.config import TrainingConfig
 from tuneops.components.data.columns import LABEL
-from tuneops.components.device import configure_backends, cpu_bf16_flags, resolve_device, select_precision
+from tuneops.components.device import configure_backends, precision_for, resolve_device
 from tuneops.components.errors import DataError
 from tuneops.components.tasks.base import EncodedInputs, Task
 from tuneops.components.training.recipe import unresolved_settings
@@ -169,8 +169,7 @@ def set_up(request: RunRequest, context: DistributedContext, threads: int) -> Ru
     device = resolve_device(config.device, context.local_rank, torch.cuda.is_available())
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
-    bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    choice = select_precision(device, config.precision, bf16, [] if device.startswith("cuda") else cpu_bf16_flags())
+    choice = precision_for(device, config.precision)
     precision = choice.precision
     configure_backends(device)
     # The same seed on every process: the new classification head starts identical everywhere.

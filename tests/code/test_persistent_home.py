@@ -45,6 +45,15 @@ def test_a_home_on_the_claim_passes_and_one_on_the_pods_own_filesystem_is_refuse
     check_persistent_home("/opt/state", required=False, mountinfo=POD)  # a laptop, a CI runner: no check
 
 
+def test_mounts_that_cannot_be_read_refuse_the_run_in_one_line(monkeypatch, tmp_path):
+    from tuneops.components import persistent_home
+
+    monkeypatch.setattr(persistent_home, "MOUNTINFO", str(tmp_path / "no-mountinfo"))
+    with pytest.raises(StageError, match=r"mounts cannot be read \(.*no-mountinfo: No such file or directory\)"):
+        check_persistent_home("/data", required=True)
+    check_persistent_home("/data", required=False)
+
+
 def test_the_requirement_is_read_from_the_environment():
     assert persistence_required({"TUNEOPS_REQUIRE_PERSISTENT_HOME": "1"})
     assert persistence_required({"TUNEOPS_REQUIRE_PERSISTENT_HOME": "true"})
