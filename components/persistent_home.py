@@ -31,12 +31,7 @@ def mount_of(path: str | Path, mountinfo: str | None = None) -> tuple[str, str]:
     """The mount point holding ``path`` and its file system type, from ``/proc/self/mountinfo``
     (``mountinfo`` in tests): the longest mount point that is a prefix of the resolved path."""
     if mountinfo is None:
-        try:
-            mountinfo = Path(MOUNTINFO).read_text()
-        except OSError as error:
-            # Asked to make sure and unable to look: refuse, as for a home known to be ephemeral.
-            raise StageError(f"{REQUIRE_ENV} is set but the mounts cannot be read ({MOUNTINFO}: "
-                             f"{error.strerror}), so TUNEOPS_HOME's storage cannot be checked") from None
+        mountinfo = Path(MOUNTINFO).read_text()
     target = Path(path).resolve()
     best = ("/", "unknown")
     for line in mountinfo.splitlines():
@@ -55,7 +50,12 @@ def check_persistent_home(home: str | Path, required: bool, mountinfo: str | Non
     file system; nothing when not required."""
     if not required:
         return
-    point, fstype = mount_of(home, mountinfo)
+    try:
+        point, fstype = mount_of(home, mountinfo)
+    except OSError as error:
+        # Asked to make sure and unable to look: refuse, as for a home known to be ephemeral.
+        raise StageError(f"{REQUIRE_ENV} is set but the mounts cannot be read ({MOUNTINFO}: "
+                         f"{error.strerror}), so TUNEOPS_HOME's storage cannot be checked") from None
     if point == "/" or fstype in EPHEMERAL_TYPES:
         where = "the container's own filesystem" if point == "/" else f"{fstype} at {point}, which does not persist"
         raise StageError(

@@ -70,6 +70,11 @@ def cluster_root() -> Path:
     return tuneops_home() / "postgres"
 
 
+def initialised() -> bool:
+    """Whether ``$TUNEOPS_HOME`` holds an initialised cluster (``initdb`` completed)."""
+    return (cluster_root() / "data" / "PG_VERSION").is_file()
+
+
 def home_cluster() -> Cluster:
     """The cluster of ``$TUNEOPS_HOME``, initialised or not; ConfigError when PostgreSQL is missing."""
     return Cluster(cluster_root(), find_bindir(), server_account())
@@ -80,7 +85,7 @@ def prepare_cluster() -> Cluster:
     PostgreSQL is missing or, run by root, its account cannot reach the folder; StageError when
     initdb fails."""
     cluster = home_cluster()
-    if (cluster.data_dir / "PG_VERSION").is_file():
+    if initialised():
         return cluster
     root = cluster.root
     root.mkdir(parents=True, exist_ok=True)
@@ -161,12 +166,18 @@ def ensure_database(cluster: Cluster, port: int) -> None:
     asyncio.run(_ensure_database(cluster, port))
 
 
+async def _connect(cluster: Cluster, port: int, timeout_s: float):
+    import asyncpg
+
+    return await asyncpg.connect(host=HOST, port=port, user=ROLE, password=cluster.password(),
+                                 database="postgres", timeout=timeout_s)
+
+
 async def _accepting(cluster: Cluster, port: int) -> bool:
     import asyncpg
 
     try:
-        connection = await asyncpg.connect(host=HOST, port=port, user=ROLE, password=cluster.password(),
-                                           database="postgres", timeout=3)
+        connection = await _connect(cluster, port, timeout_s=3)
     except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
     await connection.close()
@@ -174,10 +185,7 @@ async def _accepting(cluster: Cluster, port: int) -> bool:
 
 
 async def _ensure_database(cluster: Cluster, port: int) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(host=HOST, port=port, user=ROLE, password=cluster.password(),
-                                       database="postgres", timeout=10)
+    connection = await _connect(cluster, port, timeout_s=10)
     try:
         if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
             # An identifier, not a value: it cannot be a bind parameter; DATABASE is a constant.

@@ -20,7 +20,6 @@ from typing import Callable
 
 from tuneops.components.errors import ConfigError
 from tuneops.components.stack import postgres, processes
-from tuneops.components.stack.postgres import cluster_root
 from tuneops.components.stack.records import (
     SERVICES, ServiceRecord, ServiceStatus, live_process, read_record, remove_record, running, stack_dir,
 )
@@ -70,8 +69,8 @@ def up(options: StackOptions, say: Callable[[str], None] = print) -> list[Servic
                               "run `tuneops down` first to start it on PostgreSQL")
         if server is None:
             database_url = postgres_database_url(options, started, say) if wants_postgres else None
-            if database_url is None and (cluster_root() / "data").is_dir():
-                say(f"note: the Prefect server uses SQLite; the PostgreSQL cluster in {cluster_root()} "
+            if database_url is None and postgres.initialised():
+                say(f"note: the Prefect server uses SQLite; the PostgreSQL cluster in {postgres.cluster_root()} "
                     "is used with --postgres")
             server = _start_prefect_server(options, database_url)
             started.append(server)

@@ -5,7 +5,6 @@ tests/e2e/test_postgres_stack.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import stat
@@ -17,6 +16,7 @@ from tuneops.components.errors import ConfigError
 from tuneops.components.stack import postgres, supervisor
 from tuneops.components.stack.records import read_record
 from tests.e2e.helpers import reachable_home
+from tests.e2e.stack_helpers import postgres_fetch
 
 
 @pytest.fixture
@@ -27,18 +27,8 @@ def home(monkeypatch):
         yield folder
 
 
-def _connect(port: int, password: str, database: str = "prefect"):
-    import asyncpg
-
-    async def version() -> str:
-        connection = await asyncpg.connect(host="127.0.0.1", port=port, user="tuneops", password=password,
-                                           database=database, timeout=10)
-        try:
-            return await connection.fetchval("SHOW server_version")
-        finally:
-            await connection.close()
-
-    return asyncio.run(version())
+def _connect(port: int, password: str, database: str = "prefect") -> str:
+    return postgres_fetch(port, password, "SHOW server_version", database=database)[0]["server_version"]
 
 
 def test_own_postgres_listens_on_loopback_behind_a_password_and_down_stops_all_of_it(home):

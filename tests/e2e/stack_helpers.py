@@ -77,6 +77,23 @@ def prefect_api(api_url: str) -> httpx.Client:
     return httpx.Client(base_url=api_url, timeout=30, transport=_RetryBusyServer())
 
 
+def postgres_fetch(port: int, password: str, query: str, *args, database: str = "prefect") -> list[dict]:
+    """The rows of ``query`` on tuneops' own PostgreSQL (role ``tuneops`` on 127.0.0.1:``port``)."""
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> list[dict]:
+        connection = await asyncpg.connect(host="127.0.0.1", port=port, user="tuneops", password=password,
+                                           database=database, timeout=10)
+        try:
+            return [dict(row) for row in await connection.fetch(query, *args)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
+
+
 def start_deployment_run(client: httpx.Client, name: str, parameters: dict | None = None) -> str:
     """Ask the server for a run of the deployment ``flow/deployment``; its flow run id."""
     flow, _, deployment = name.partition("/")

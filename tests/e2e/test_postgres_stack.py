@@ -6,7 +6,6 @@ leaving no process behind. Two whole retrains: with the slow tests, which .ci/ru
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -17,31 +16,20 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tuneops.components.stack.records import SERVICES
 from tests.e2e.helpers import cli_environment, reachable_home
 from tests.e2e.stack_helpers import (
-    TINY_RETRAIN, classify, pid_alive, prefect_api, stack_record, start_deployment_run, tuneops, wait_for_flow_run,
+    TINY_RETRAIN, classify, pid_alive, postgres_fetch, prefect_api, stack_record, start_deployment_run, tuneops,
+    wait_for_flow_run,
 )
-
-SERVICES = ("postgres", "prefect-server", "prefect-worker", "evidently-ui", "serving")
 
 
 def _flow_runs_in_postgres(home: Path, port: int, ids: list[str]) -> dict[str, str]:
     """Each flow run's state as the Prefect server stored it in PostgreSQL, read with SQL."""
-    import asyncpg
-
     password = (home / "postgres" / "password").read_text().strip()
-
-    async def read() -> dict[str, str]:
-        connection = await asyncpg.connect(host="127.0.0.1", port=port, user="tuneops", password=password,
-                                           database="prefect", timeout=10)
-        try:
-            rows = await connection.fetch("SELECT id::text AS id, state_type::text AS state FROM flow_run "
+    rows = postgres_fetch(port, password, "SELECT id::text AS id, state_type::text AS state FROM flow_run "
                                           "WHERE id = ANY($1::uuid[])", ids)
-        finally:
-            await connection.close()
-        return {row["id"]: row["state"] for row in rows}
-
-    return asyncio.run(read())
+    return {row["id"]: row["state"] for row in rows}
 
 
 def _state_names(client, flow_run_id: str) -> list[str]:
